@@ -1,0 +1,32 @@
+# llavakit developer entry points. `make demo` and `make test` install what they need themselves.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU wheel for laptops and CI; GPU users install their own CUDA torch first (see README).
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed-dev
+
+.PHONY: demo test lint bench install clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/llavakit demo --out runs/demo
+
+test: $(STAMP)
+	$(BIN)/ruff check llavakit tests bench
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check llavakit tests bench
+	$(BIN)/ruff format --check llavakit tests bench
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,0 +1,5 @@
+import sys
+
+from llavakit.cli import main
+
+sys.exit(main())

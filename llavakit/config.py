@@ -1,0 +1,263 @@
+"""Typed configuration: what a model is made of, what data it reads, how a stage trains.
+
+Recipes are YAML files with three sections (`model`, `data`, `train`) mapped onto these dataclasses;
+any field can be overridden from the command line as `section.field=value`. Unknown keys are errors
+that name the key and the known ones, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class ModelConfig:
+    """The architecture of a LLaVA model; saved inside every checkpoint so it can be rebuilt."""
+
+    vision_tower: str = ""
+    """Folder of a Hugging Face CLIP or SigLIP checkpoint (full model or vision-only)."""
+    language_model: str = ""
+    """Folder of a Hugging Face causal language model (Llama, Vicuna, Qwen2, GPT-2, ...)."""
+    tokenizer: str | None = None
+    """Tokenizer folder; defaults to the language model's folder."""
+    projector_type: str = "mlp2x_gelu"
+    """`linear` (LLaVA), `mlp{N}x_gelu` (LLaVA-1.5 uses mlp2x_gelu) or `identity`."""
+    vision_select_layer: int = -2
+    """Hidden-state index of the vision tower whose features are used (-2 = penultimate layer)."""
+    vision_select_feature: str = "patch"
+    """`patch` drops the CLS token, `cls_patch` keeps it."""
+    use_im_start_end: bool = False
+    """Wrap each image's features in learned <im_start>/<im_end> tokens (LLaVA v1; off in 1.5)."""
+    image_aspect_ratio: str = "pad"
+    """`pad` to a square with the mean colour (1.5), `crop` (resize + centre crop), `resize`, `anyres` (NeXT)."""
+    image_grid_pinpoints: Any = None
+    """AnyRes candidate resolutions: a list of [height, width] or a range string like "(1x1),...,(2x2)"."""
+    anyres_max_patches: int | None = None
+    """AnyRes cap: grids with more patches than this are downsampled (LLaVA-OneVision's anyres_max_N)."""
+    template: str = "vicuna_v1"
+    """Conversation template name (see `llavakit.conversation.template_names()`)."""
+    max_length: int = 2048
+    """Maximum sequence length in tokens, image features included; longer samples are truncated."""
+    dtype: str = "float32"
+    """Weights dtype when loading: float32, bfloat16 or float16."""
+    attn_implementation: str = "sdpa"
+    """Attention kernel for the language model: sdpa, eager or flash_attention_2."""
+    load_in_bits: int | None = None
+    """Load the language model quantised to 4 or 8 bits through bitsandbytes (GPU only, for QLoRA)."""
+
+
+@dataclass
+class DataSource:
+    """One data file of a training mixture."""
+
+    path: str = ""
+    """LLaVA JSON (a list of records) or JSONL file."""
+    image_folder: str | None = None
+    """Folder the records' `image` paths are relative to; defaults to `data.image_folder`."""
+    weight: float = 1.0
+    """Sampling weight: 1.0 uses each record once per epoch, 0.5 half of them, 2.0 twice."""
+
+
+@dataclass
+class DataConfig:
+    """What a stage trains on."""
+
+    train: list[DataSource] = field(default_factory=list)
+    """Training files; several files make a mixture."""
+    image_folder: str = "."
+    """Default image folder for every source."""
+    skip_bad_records: bool = False
+    """Skip invalid records (reporting the count) instead of refusing to train."""
+    group_by_modality_length: bool = False
+    """Batch image and text-only samples apart, sorted by length within mega-batches (LLaVA-1.5)."""
+    num_workers: int = 0
+    """DataLoader worker processes."""
+
+
+@dataclass
+class LoraSettings:
+    """LoRA on the language model (peft); the projector stays fully trained."""
+
+    r: int = 128
+    alpha: int = 256
+    dropout: float = 0.05
+    target_modules: list[str] | None = None
+    """Module names to adapt; default = every linear layer of the language model except the head."""
+    merge_on_save: bool = True
+    """Merge the adapters into the weights for the final checkpoint (loadable anywhere)."""
+
+
+@dataclass
+class TrainConfig:
+    """How one training stage runs; the fields map onto transformers' TrainingArguments."""
+
+    stage: str = "instruct"
+    """`align` (projector only, LLaVA stage 1) or `instruct` (projector + LLM, stage 2)."""
+    output_dir: str = "runs/train"
+    """Where checkpoints, logs and the final model go."""
+    init_from: str | None = None
+    """A previous stage's llavakit checkpoint to start from (stage 2 loads stage 1's projector)."""
+    epochs: float = 1.0
+    max_steps: int = -1
+    """Stop after this many optimiser steps (overrides epochs when > 0)."""
+    per_device_batch_size: int = 16
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 2e-5
+    projector_lr: float | None = None
+    """Separate learning rate for the projector (LoRA recipes use 2e-5 while LoRA uses 2e-4)."""
+    tune_vision_tower: bool = False
+    """Also train the vision tower (off in the papers)."""
+    vision_lr: float | None = None
+    """Learning rate for the vision tower when it is trained."""
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.03
+    lr_scheduler: str = "cosine"
+    precision: str = "fp32"
+    """fp32, bf16 or fp16 mixed precision."""
+    gradient_checkpointing: bool = False
+    lora: LoraSettings | None = None
+    """Enable LoRA on the language model (instruct stage)."""
+    logging_steps: int = 10
+    save_steps: int = 500
+    save_total_limit: int | None = 2
+    seed: int = 42
+    deepspeed: str | None = None
+    """Path to a DeepSpeed JSON config (see llavakit/train/configs/)."""
+    fsdp: str | None = None
+    """FSDP options string for transformers, e.g. "full_shard auto_wrap"."""
+    report_to: list[str] = field(default_factory=list)
+    """Loggers: tensorboard, wandb, ..."""
+    resume: bool = True
+    """Continue from the newest checkpoint in output_dir if there is one."""
+    save_frozen: str = "auto"
+    """Final checkpoint: `copy` every component, `reference` frozen ones by path, `auto` = reference in align."""
+    torch_compile: bool = False
+
+
+@dataclass
+class RecipeConfig:
+    """A whole training stage: model, data and schedule."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or of the wrong type."""
+
+
+def _field_types(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Convert a YAML/CLI value to the annotated type, or raise ConfigError naming `where`."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if annotation is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, option, where)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[0])
+    if dataclasses.is_dataclass(annotation):
+        if isinstance(value, annotation):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(annotation, value, where)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item_type,) = args or (Any,)
+        return [_coerce(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if annotation in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        try:
+            number = float(value) if annotation is float else int(str(value), 0)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected {annotation.__name__}, got {value!r}") from None
+        return number
+    if annotation is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def from_dict(cls, data: dict[str, Any], where: str = "config"):
+    """Build dataclass `cls` from a mapping, rejecting unknown keys and wrong types."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    hints = _field_types(cls)
+    values = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    return cls(**values)
+
+
+def to_dict(config) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`train.learning_rate=1e-3` -> (["train", "learning_rate"], 0.001) with YAML value parsing."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.field=value")
+    key, raw = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw) if raw != "" else ""
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply dotted overrides to a nested mapping (before it becomes dataclasses)."""
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: {part} is not a section")
+        node[path[-1]] = value
+    return data
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> RecipeConfig:
+    """Read a YAML recipe and apply command-line overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"recipe {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with model/data/train sections")
+    data = apply_overrides(data, overrides or [])
+    return from_dict(RecipeConfig, data, where=str(path))
+
+
+def save_recipe(config: RecipeConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))

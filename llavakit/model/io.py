@@ -1,0 +1,267 @@
+"""Building models from Hugging Face folders, and llavakit checkpoints.
+
+A llavakit checkpoint is a folder:
+    config.json              {"format": "llavakit", "model": ModelConfig, "geometry": ...}
+    projector.safetensors    projector (+ AnyRes image_newline) weights
+    vision_tower/            HF folder of the tower, when copied
+    language_model/          HF folder of the LLM, when copied
+    tokenizer files          with <image> (and <im_start>/<im_end>) added
+    preprocessor_config.json the image preprocessing the model was trained with
+Components that stayed frozen may instead be referenced by absolute path (stage 1 saves only the
+projector, as the papers do). Loading goes through exactly the same builder as a fresh model made
+from a real CLIP + Vicuna pair: the builder takes folders, the checkpoint just names them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tokenizers import AddedToken
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from llavakit.config import ConfigError, ModelConfig, from_dict
+from llavakit.image import ImageProcessorConfig
+from llavakit.model.llava import LlavaModel
+from llavakit.model.projector import build_projector
+from llavakit.model.vision import VisionTower
+from llavakit.processor import (
+    IM_END_TOKEN,
+    IM_START_TOKEN,
+    IMAGE_TOKEN,
+    LlavaProcessor,
+    VisionGeometry,
+)
+
+CHECKPOINT_FORMAT = "llavakit"
+CONFIG_NAME = "config.json"
+PROJECTOR_WEIGHTS = "projector.safetensors"
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or model folder is missing something or is not what it claims."""
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    if name not in _DTYPES:
+        raise ConfigError(f"unknown dtype {name!r}; known: {', '.join(_DTYPES)}")
+    return _DTYPES[name]
+
+
+def add_image_tokens(tokenizer, use_im_start_end: bool) -> None:
+    """Register <image> (and the optional wrapping tokens) as special tokens; idempotent."""
+    names = [IMAGE_TOKEN] + ([IM_START_TOKEN, IM_END_TOKEN] if use_im_start_end else [])
+    missing = [n for n in names if n not in tokenizer.get_vocab()]
+    if missing:
+        tokenizer.add_tokens(
+            [AddedToken(n, special=True, normalized=False) for n in missing], special_tokens=True
+        )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+
+
+def _require_folder(folder: str | Path, what: str) -> Path:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"{what} folder {folder} does not exist")
+    if not (folder / "config.json").is_file():
+        raise CheckpointError(f"{what} folder {folder} has no config.json")
+    return folder
+
+
+def _has_weights(folder: Path) -> bool:
+    return any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
+
+
+def load_language_model(config: ModelConfig, folder: str | Path | None = None):
+    folder = _require_folder(folder or config.language_model, "language model")
+    if not _has_weights(folder):
+        raise CheckpointError(f"language model folder {folder} has no weights (*.safetensors)")
+    kwargs = {"dtype": torch_dtype(config.dtype), "attn_implementation": config.attn_implementation}
+    if config.load_in_bits:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=config.load_in_bits == 4,
+            load_in_8bit=config.load_in_bits == 8,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_quant_type="nf4",
+        )
+    return AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+
+
+def load_vision_tower(config: ModelConfig, folder: str | Path | None = None) -> VisionTower:
+    folder = _require_folder(folder or config.vision_tower, "vision tower")
+    if not _has_weights(folder):
+        raise CheckpointError(f"vision tower folder {folder} has no weights (*.safetensors)")
+    return VisionTower.from_pretrained(
+        folder,
+        config.vision_select_layer,
+        config.vision_select_feature,
+        dtype=torch_dtype(config.dtype),
+    )
+
+
+def assemble(
+    config: ModelConfig,
+    vision_folder: str | Path,
+    llm_folder: str | Path,
+    tokenizer_folder: str | Path,
+    image_config_folder: str | Path,
+) -> tuple[LlavaModel, LlavaProcessor]:
+    """The one builder: folders in, a model (fresh projector) and its processor out."""
+    tokenizer_folder = Path(tokenizer_folder)
+    if not any(tokenizer_folder.glob("tokenizer*")):
+        raise CheckpointError(f"tokenizer folder {tokenizer_folder} has no tokenizer files")
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_folder))
+    add_image_tokens(tokenizer, config.use_im_start_end)
+    tower = load_vision_tower(config, vision_folder)
+    language_model = load_language_model(config, llm_folder)
+    if config.use_im_start_end:
+        needed = max(tokenizer.convert_tokens_to_ids([IM_START_TOKEN, IM_END_TOKEN])) + 1
+        if language_model.get_input_embeddings().num_embeddings < needed:
+            # New rows start at the mean embedding (transformers' mean resizing).
+            language_model.resize_token_embeddings(needed)
+    text_dim = language_model.get_input_embeddings().embedding_dim
+    projector = build_projector(config.projector_type, tower.hidden_size, text_dim)
+    projector.to(torch_dtype(config.dtype))
+    newline = None
+    if config.image_aspect_ratio == "anyres":
+        newline = torch.nn.Parameter(
+            torch.randn(text_dim, dtype=torch_dtype(config.dtype)) / text_dim**0.5
+        )
+    model = LlavaModel(
+        config,
+        tower,
+        projector,
+        language_model,
+        tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        newline,
+    )
+    image_config = ImageProcessorConfig.from_pretrained(image_config_folder)
+    geometry = VisionGeometry(tower.image_size, tower.patch_size, tower.num_features)
+    return model, LlavaProcessor(tokenizer, image_config, config, geometry)
+
+
+def build_model(config: ModelConfig) -> tuple[LlavaModel, LlavaProcessor]:
+    """A fresh LLaVA from a vision folder and an LLM folder (projector randomly initialised)."""
+    if not config.vision_tower or not config.language_model:
+        raise ConfigError("model.vision_tower and model.language_model must name folders")
+    return assemble(
+        config,
+        config.vision_tower,
+        config.language_model,
+        config.tokenizer or config.language_model,
+        config.vision_tower,
+    )
+
+
+def _extra_weights(model: LlavaModel) -> dict[str, torch.Tensor]:
+    weights = {f"projector.{k}": v for k, v in model.projector.state_dict().items()}
+    if model.image_newline is not None:
+        weights["image_newline"] = model.image_newline.data
+    return {k: v.detach().contiguous().cpu() for k, v in weights.items()}
+
+
+def save_checkpoint(
+    model: LlavaModel,
+    processor: LlavaProcessor,
+    folder: str | Path,
+    copy_vision: bool = True,
+    copy_language_model: bool = True,
+    metadata: dict | None = None,
+) -> Path:
+    """Write a llavakit checkpoint; components not copied are referenced by absolute path."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = dataclasses.replace(model.config)
+    if copy_vision:
+        model.vision_tower.encoder.save_pretrained(folder / "vision_tower")
+        config.vision_tower = "vision_tower"
+    else:
+        config.vision_tower = str(Path(model.config.vision_tower).resolve())
+    if copy_language_model:
+        model.language_model.save_pretrained(folder / "language_model")
+        config.language_model = "language_model"
+    else:
+        config.language_model = str(Path(model.config.language_model).resolve())
+    config.tokenizer = None
+    save_file(_extra_weights(model), str(folder / PROJECTOR_WEIGHTS), metadata={"format": "pt"})
+    processor.save_pretrained(folder)
+    geometry = dataclasses.asdict(processor.geometry)
+    document = {
+        "format": CHECKPOINT_FORMAT,
+        "model": dataclasses.asdict(config),
+        "geometry": geometry,
+        "metadata": metadata or {},
+    }
+    (folder / CONFIG_NAME).write_text(json.dumps(document, indent=2))
+    return folder
+
+
+def read_checkpoint_config(folder: str | Path) -> tuple[ModelConfig, dict]:
+    folder = Path(folder)
+    path = folder / CONFIG_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{folder} is not a llavakit checkpoint: no {CONFIG_NAME}")
+    document = json.loads(path.read_text())
+    if document.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path} is not a llavakit checkpoint config (format={document.get('format')!r}); "
+            "convert other formats with `llavakit import-hf` or `llavakit import-llava`"
+        )
+    config = from_dict(ModelConfig, document["model"], where=str(path))
+    return config, document
+
+
+def _resolve(folder: Path, component: str) -> Path:
+    path = Path(component)
+    return path if path.is_absolute() else folder / path
+
+
+def load_checkpoint(
+    folder: str | Path,
+    dtype: str | None = None,
+    device: str | torch.device | None = None,
+    overrides: dict | None = None,
+) -> tuple[LlavaModel, LlavaProcessor]:
+    """`llavakit.load(path)`: rebuild model + processor (+ template) from the folder alone.
+
+    `overrides` replaces config fields that do not change the weights (template, max_length...),
+    as a later training stage does.
+    """
+    folder = Path(folder)
+    config, _ = read_checkpoint_config(folder)
+    config = dataclasses.replace(config, **(overrides or {}))
+    if dtype:
+        config.dtype = dtype
+    weights_path = folder / PROJECTOR_WEIGHTS
+    if not weights_path.is_file():
+        raise CheckpointError(f"checkpoint {folder} is missing {PROJECTOR_WEIGHTS}")
+    vision_folder = _resolve(folder, config.vision_tower)
+    llm_folder = _resolve(folder, config.language_model)
+    model, processor = assemble(config, vision_folder, llm_folder, folder, folder)
+    model.config = dataclasses.replace(
+        config, vision_tower=str(vision_folder), language_model=str(llm_folder)
+    )
+    processor.model_config = model.config
+    weights = load_file(str(weights_path))
+    projector_state = {
+        k[len("projector.") :]: v for k, v in weights.items() if k.startswith("projector.")
+    }
+    try:
+        model.projector.load_state_dict(projector_state)
+    except RuntimeError as error:
+        raise CheckpointError(f"{weights_path}: projector weights do not fit: {error}") from None
+    if model.image_newline is not None:
+        if "image_newline" not in weights:
+            raise CheckpointError(f"{weights_path}: AnyRes model without image_newline weights")
+        model.image_newline.data.copy_(weights["image_newline"])
+    model.eval()
+    if device is not None:
+        model.to(device)
+    return model, processor

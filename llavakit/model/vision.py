@@ -1,0 +1,109 @@
+"""Vision tower: a Hugging Face CLIP or SigLIP encoder and the choice of which features LLaVA uses.
+
+LLaVA takes the patch features of the penultimate layer (select_layer=-2), dropping CLIP's CLS
+token ("patch") or keeping it ("cls_patch"). The tower is loaded from a local checkpoint folder with
+transformers' own classes, so a real CLIP-ViT-L/14-336 and a tiny random CLIP take the same path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoConfig, CLIPVisionModel, SiglipVisionModel
+
+# checkpoint model_type -> (encoder class, has a CLS token)
+_ENCODERS = {
+    "clip": (CLIPVisionModel, True),
+    "clip_vision_model": (CLIPVisionModel, True),
+    "siglip": (SiglipVisionModel, False),
+    "siglip_vision_model": (SiglipVisionModel, False),
+}
+SELECT_FEATURES = ("patch", "cls_patch")
+
+
+class VisionTowerError(ValueError):
+    """The vision tower folder or its settings cannot be used."""
+
+
+def vision_model_type(folder: str | Path) -> str:
+    """The model_type a vision checkpoint folder declares, checked against what we support."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise VisionTowerError(f"vision tower folder {folder} has no config.json")
+    model_type = AutoConfig.from_pretrained(folder).model_type
+    if model_type not in _ENCODERS:
+        raise VisionTowerError(
+            f"vision tower {folder} is a {model_type!r} checkpoint; supported: {', '.join(_ENCODERS)}"
+        )
+    return model_type
+
+
+class VisionTower(nn.Module):
+    """Wraps a CLIP/SigLIP vision encoder and returns the selected layer's features."""
+
+    def __init__(self, encoder: nn.Module, select_layer: int = -2, select_feature: str = "patch"):
+        super().__init__()
+        if select_feature not in SELECT_FEATURES:
+            raise VisionTowerError(
+                f"unknown vision select feature {select_feature!r}; known: {', '.join(SELECT_FEATURES)}"
+            )
+        n_layers = encoder.config.num_hidden_layers
+        if not -(n_layers + 1) <= select_layer <= n_layers:
+            raise VisionTowerError(
+                f"vision select layer {select_layer} out of range for a {n_layers}-layer tower"
+            )
+        self.encoder = encoder
+        self.select_layer = select_layer
+        self.select_feature = select_feature
+        self.has_cls = isinstance(encoder, CLIPVisionModel)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        folder: str | Path,
+        select_layer: int = -2,
+        select_feature: str = "patch",
+        dtype: torch.dtype = torch.float32,
+    ) -> VisionTower:
+        encoder_class, _ = _ENCODERS[vision_model_type(folder)]
+        encoder = encoder_class.from_pretrained(str(folder), dtype=dtype)
+        return cls(encoder, select_layer, select_feature)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.encoder.config.hidden_size
+
+    @property
+    def image_size(self) -> int:
+        return self.encoder.config.image_size
+
+    @property
+    def patch_size(self) -> int:
+        return self.encoder.config.patch_size
+
+    @property
+    def patches_per_side(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def num_features(self) -> int:
+        """Feature vectors per image (per tile for AnyRes)."""
+        n = self.patches_per_side**2
+        return n + 1 if (self.has_cls and self.select_feature == "cls_patch") else n
+
+    def is_frozen(self) -> bool:
+        return not any(p.requires_grad for p in self.encoder.parameters())
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        # pixel_values: [n, 3, S, S] -> [n, num_features, hidden]
+        no_grad = torch.no_grad() if self.is_frozen() else contextlib.nullcontext()
+        with no_grad:
+            pixel_values = pixel_values.to(dtype=self.encoder.dtype)
+            outputs = self.encoder(pixel_values, output_hidden_states=True)
+            features = outputs.hidden_states[self.select_layer]
+            if self.has_cls and self.select_feature == "patch":
+                features = features[:, 1:]
+        return features

@@ -1,0 +1,231 @@
+"""Processor: conversation + images -> token ids, labels and pixel values, ready for the model.
+
+It owns the one place where `<image>` becomes placeholders: the template renders the text (with
+one `<image>` token per image), then each `<image>` id is expanded to as many placeholder ids as
+that image will produce feature vectors (fixed for square inputs, size-dependent for AnyRes).
+Labels on placeholders are -100. Truncation happens after expansion, never inside an image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+
+from llavakit.config import ModelConfig
+from llavakit.conversation import encode as encode_conversation
+from llavakit.conversation import get_template
+from llavakit.image import (
+    ImageProcessorConfig,
+    anyres_feature_count,
+    anyres_tiles,
+    parse_grid_pinpoints,
+    preprocess,
+)
+
+IMAGE_TOKEN = "<image>"
+IM_START_TOKEN = "<im_start>"
+IM_END_TOKEN = "<im_end>"
+IGNORE_INDEX = -100
+
+
+class SampleError(ValueError):
+    """A sample cannot be turned into training tensors; the message says why."""
+
+
+@dataclass
+class EncodedSample:
+    """One conversation as model inputs (lists, unpadded)."""
+
+    input_ids: list[int]
+    labels: list[int]
+    pixel_values: np.ndarray | None = None
+    """[n_crops, 3, S, S]: one crop per image, or 1 + tiles per image for AnyRes."""
+    image_sizes: list[tuple[int, int]] = field(default_factory=list)
+    """Original (height, width) of each image kept."""
+    truncated: bool = False
+
+
+@dataclass
+class VisionGeometry:
+    """What the processor must know about the vision tower to count image features."""
+
+    image_size: int
+    patch_size: int
+    features_per_crop: int
+
+
+class LlavaProcessor:
+    """Tokenizer + template + image preprocessing for one model."""
+
+    def __init__(
+        self,
+        tokenizer,
+        image_config: ImageProcessorConfig,
+        model_config: ModelConfig,
+        geometry: VisionGeometry,
+    ):
+        self.tokenizer = tokenizer
+        self.image_config = image_config
+        self.model_config = model_config
+        self.geometry = geometry
+        self.template = get_template(model_config.template)
+        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        if self.image_token_id is None or self.image_token_id == tokenizer.unk_token_id:
+            raise ValueError(
+                f"tokenizer has no {IMAGE_TOKEN} token; build it with add_image_tokens()"
+            )
+        self.wrap_ids = None
+        if model_config.use_im_start_end:
+            self.wrap_ids = (
+                tokenizer.convert_tokens_to_ids(IM_START_TOKEN),
+                tokenizer.convert_tokens_to_ids(IM_END_TOKEN),
+            )
+        self.pinpoints = (
+            parse_grid_pinpoints(model_config.image_grid_pinpoints, geometry.image_size)
+            if model_config.image_aspect_ratio == "anyres"
+            else None
+        )
+
+    # ---- images ----------------------------------------------------------------------------
+    def image_token_count(self, image_size_hw: tuple[int, int]) -> int:
+        """Feature vectors (= placeholder tokens) this image becomes."""
+        if self.pinpoints is None:
+            return self.geometry.features_per_crop
+        return anyres_feature_count(
+            image_size_hw,
+            self.pinpoints,
+            self.geometry.image_size,
+            self.geometry.image_size // self.geometry.patch_size,
+            newline=True,
+            max_num_patches=self.model_config.anyres_max_patches,
+        )
+
+    def preprocess_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """[n_crops, 3, S, S] float32 for a list of RGB images."""
+        crops = []
+        for image in images:
+            if self.pinpoints is not None:
+                crops.append(anyres_tiles(image, self.image_config, self.pinpoints))
+            else:
+                crops.append(
+                    preprocess(image, self.image_config, self.model_config.image_aspect_ratio)[None]
+                )
+        return np.concatenate(crops, axis=0)
+
+    # ---- text ------------------------------------------------------------------------------
+    def encode(
+        self,
+        messages: list[dict],
+        images: Sequence[Image.Image] = (),
+        add_generation_prompt: bool = False,
+        max_length: int | None = None,
+    ) -> EncodedSample:
+        """Render, expand image placeholders, truncate; raise SampleError if nothing is trainable."""
+        encoded = encode_conversation(
+            self.tokenizer, self.template, messages, add_generation_prompt=add_generation_prompt
+        )
+        n_tags = encoded.input_ids.count(self.image_token_id)
+        if n_tags != len(images):
+            raise SampleError(
+                f"the text has {n_tags} <image> tag(s) but {len(images)} image(s) were given"
+            )
+        sizes = [(image.height, image.width) for image in images]
+        ids, labels, spans = self._expand(encoded.input_ids, encoded.labels, sizes)
+        limit = max_length or self.model_config.max_length
+        truncated = len(ids) > limit
+        n_kept = len(images)
+        if truncated:
+            cut, wrap = limit, 1 if self.wrap_ids else 0
+            for index, (start, end) in enumerate(spans):
+                if end + wrap > cut:
+                    # Never cut inside an image: drop it (and those after) whole.
+                    n_kept, cut = index, start - wrap
+                    break
+            ids, labels = ids[:cut], labels[:cut]
+            if not add_generation_prompt and all(label == IGNORE_INDEX for label in labels):
+                raise SampleError(
+                    f"every answer token lies beyond max_length={limit} "
+                    f"(sample is {len(encoded.input_ids)} text tokens + images)"
+                )
+        pixel_values = self.preprocess_images(images[:n_kept]) if n_kept else None
+        return EncodedSample(ids, labels, pixel_values, sizes[:n_kept], truncated)
+
+    def _expand(self, ids: list[int], labels: list[int], sizes: list[tuple[int, int]]):
+        """Replace each <image> id by its placeholders; returns ids, labels, image spans."""
+        out_ids: list[int] = []
+        out_labels: list[int] = []
+        spans: list[tuple[int, int]] = []
+        image_index = 0
+        for token, label in zip(ids, labels):
+            if token != self.image_token_id:
+                out_ids.append(token)
+                out_labels.append(label)
+                continue
+            count = self.image_token_count(sizes[image_index])
+            image_index += 1
+            if self.wrap_ids:
+                out_ids.append(self.wrap_ids[0])
+                out_labels.append(IGNORE_INDEX)
+            spans.append((len(out_ids), len(out_ids) + count))
+            out_ids.extend([self.image_token_id] * count)
+            out_labels.extend([IGNORE_INDEX] * count)
+            if self.wrap_ids:
+                out_ids.append(self.wrap_ids[1])
+                out_labels.append(IGNORE_INDEX)
+        return out_ids, out_labels, spans
+
+    # ---- batches for generation ------------------------------------------------------------
+    def prompt_batch(
+        self,
+        conversations: Sequence[list[dict]],
+        images: Sequence[Sequence[Image.Image]],
+    ) -> dict[str, torch.Tensor]:
+        """Left-padded generation inputs for several conversations ending in a user turn."""
+        samples = [
+            self.encode(messages, imgs, add_generation_prompt=True)
+            for messages, imgs in zip(conversations, images)
+        ]
+        return collate_samples(samples, self.pad_token_id, padding_side="left")
+
+    @property
+    def pad_token_id(self) -> int:
+        return self.tokenizer.pad_token_id
+
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    def save_pretrained(self, folder) -> None:
+        self.tokenizer.save_pretrained(folder)
+        self.image_config.save_pretrained(folder)
+
+
+def collate_samples(
+    samples: Sequence[EncodedSample], pad_token_id: int, padding_side: str = "right"
+) -> dict[str, torch.Tensor]:
+    """Pad a list of samples into a batch.
+
+    returns input_ids/labels/attention_mask [B, T]; pixel_values [n_crops, 3, S, S] when any
+    sample has images; image_sizes [n_images, 2].
+    """
+    longest = max(len(s.input_ids) for s in samples)
+    input_ids = torch.full((len(samples), longest), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(samples), longest), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((len(samples), longest), dtype=torch.long)
+    for row, sample in enumerate(samples):
+        n = len(sample.input_ids)
+        cols = slice(longest - n, longest) if padding_side == "left" else slice(0, n)
+        input_ids[row, cols] = torch.tensor(sample.input_ids)
+        labels[row, cols] = torch.tensor(sample.labels)
+        attention_mask[row, cols] = 1
+    batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+    crops = [s.pixel_values for s in samples if s.pixel_values is not None]
+    if crops:
+        batch["pixel_values"] = torch.from_numpy(np.concatenate(crops, axis=0))
+        batch["image_sizes"] = torch.tensor(
+            [size for s in samples for size in s.image_sizes], dtype=torch.long
+        )
+    return batch

@@ -1,0 +1,155 @@
+"""`llavakit train RECIPE.yaml [overrides]`: one training stage, end to end.
+
+Builds the model (fresh from HF folders, or from a previous stage's checkpoint via
+`train.init_from`), applies the stage's freezing, reads and validates the data, trains with
+transformers' Trainer (so torchrun, DeepSpeed, FSDP, resume and loggers come from there), and
+writes a llavakit checkpoint plus the loss history (JSON and PNG) to `train.output_dir`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+from transformers import TrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from llavakit.config import RecipeConfig, save_recipe
+from llavakit.data.dataset import Collator, LlavaDataset, load_entries
+from llavakit.model.io import build_model, load_checkpoint, save_checkpoint
+from llavakit.train.stages import apply_stage, merge_lora, trainable_summary
+from llavakit.train.trainer import LlavaTrainer
+
+log = logging.getLogger(__name__)
+
+# Fields of a previous stage's model config that a new stage may change without changing weights.
+_STAGE_OVERRIDABLE = (
+    "template",
+    "max_length",
+    "dtype",
+    "attn_implementation",
+    "image_aspect_ratio",
+)
+
+
+def build_for_stage(recipe: RecipeConfig):
+    """Model + processor for this stage: fresh, or continuing from `train.init_from`."""
+    if not recipe.train.init_from:
+        return build_model(recipe.model)
+    defaults = type(recipe.model)()
+    overrides = {
+        name: getattr(recipe.model, name)
+        for name in _STAGE_OVERRIDABLE
+        if getattr(recipe.model, name) != getattr(defaults, name)
+    }
+    return load_checkpoint(recipe.train.init_from, overrides=overrides)
+
+
+def training_arguments(recipe: RecipeConfig) -> TrainingArguments:
+    t = recipe.train
+    return TrainingArguments(
+        output_dir=t.output_dir,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.per_device_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        warmup_ratio=t.warmup_ratio,
+        lr_scheduler_type=t.lr_scheduler,
+        bf16=t.precision == "bf16",
+        fp16=t.precision == "fp16",
+        gradient_checkpointing=t.gradient_checkpointing,
+        logging_steps=t.logging_steps,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        seed=t.seed,
+        deepspeed=t.deepspeed,
+        fsdp=t.fsdp or "",
+        report_to=t.report_to or "none",
+        remove_unused_columns=False,
+        dataloader_num_workers=recipe.data.num_workers,
+        torch_compile=t.torch_compile,
+        disable_tqdm=False,
+    )
+
+
+def train(recipe: RecipeConfig) -> Path:
+    """Run one stage; returns the folder of the final llavakit checkpoint."""
+    t = recipe.train
+    set_seed(t.seed)
+    output_dir = Path(t.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    entries, report = load_entries(recipe.data, seed=t.seed)
+    model, processor = build_for_stage(recipe)
+    apply_stage(model, t)
+    log.info("trainable parameters: %s", trainable_summary(model))
+    dataset = LlavaDataset(
+        entries, processor, model.config.max_length, recipe.data.skip_bad_records
+    )
+    trainer = LlavaTrainer(
+        model=model,
+        args=training_arguments(recipe),
+        train_dataset=dataset,
+        data_collator=Collator(processor.pad_token_id),
+        llava_config=t,
+        lengths=dataset.lengths() if recipe.data.group_by_modality_length else None,
+    )
+    resume = get_last_checkpoint(str(output_dir)) if t.resume and output_dir.is_dir() else None
+    if resume:
+        log.info("resuming from %s", resume)
+    result = trainer.train(resume_from_checkpoint=resume)
+    if not trainer.args.should_save:
+        return output_dir
+    if t.lora is not None and t.lora.merge_on_save:
+        merge_lora(model)
+    copy_frozen = t.save_frozen == "copy" or (t.save_frozen == "auto" and t.stage != "align")
+    llm_trained = t.stage == "instruct" or model.config.use_im_start_end
+    save_checkpoint(
+        model,
+        processor,
+        output_dir,
+        copy_vision=copy_frozen or t.tune_vision_tower,
+        copy_language_model=copy_frozen or llm_trained,
+        metadata={
+            "stage": t.stage,
+            "train_loss": result.training_loss,
+            "skipped_records": len(report.skipped),
+            "failed_samples": dataset.n_failed,
+        },
+    )
+    save_recipe(recipe, output_dir / "recipe.yaml")
+    write_loss_history(trainer.state.log_history, output_dir)
+    return output_dir
+
+
+def write_loss_history(history: list[dict], output_dir: Path) -> list[dict]:
+    """loss_history.json (step, loss, lr) and loss.png."""
+    points = [
+        {"step": h["step"], "loss": h["loss"], "learning_rate": h.get("learning_rate")}
+        for h in history
+        if "loss" in h
+    ]
+    (output_dir / "loss_history.json").write_text(json.dumps(points, indent=1))
+    if points:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot([p["step"] for p in points], [p["loss"] for p in points])
+        ax.set_xlabel("step")
+        ax.set_ylabel("training loss")
+        ax.set_title(output_dir.name)
+        fig.tight_layout()
+        fig.savefig(output_dir / "loss.png", dpi=100)
+        plt.close(fig)
+    return points
+
+
+def describe(recipe: RecipeConfig) -> str:
+    return json.dumps(dataclasses.asdict(recipe), indent=2, default=str)
