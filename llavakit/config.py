@@ -132,6 +132,8 @@ class TrainConfig:
     """Path to a DeepSpeed JSON config (see llavakit/train/configs/)."""
     fsdp: str | None = None
     """FSDP options string for transformers, e.g. "full_shard auto_wrap"."""
+    fsdp_config: str | None = None
+    """Path to an FSDP JSON config (layers to wrap, prefetching); see llavakit/train/configs/."""
     report_to: list[str] = field(default_factory=list)
     """Loggers: tensorboard, wandb, ..."""
     resume: bool = True

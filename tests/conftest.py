@@ -31,3 +31,20 @@ def tiny_qwen2(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_gpt2(tmp_path_factory) -> Path:
     return tiny.write_llm(tmp_path_factory.mktemp("gpt2"), "gpt2")
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> dict[str, Path]:
+    return tiny.write_image_records(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_config(tiny_clip, tiny_llama):
+    from llavakit.config import ModelConfig
+
+    return ModelConfig(
+        vision_tower=str(tiny_clip),
+        language_model=str(tiny_llama),
+        template="vicuna_v1",
+        max_length=128,
+    )

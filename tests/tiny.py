@@ -181,3 +181,70 @@ def write_siglip(folder: Path, image_size: int = 32, patch_size: int = 8, seed: 
     SiglipVisionModel(config).save_pretrained(folder)
     write_preprocessor(folder, image_size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), crop=False)
     return folder
+
+
+COLOURS = {
+    "red": (220, 30, 30),
+    "green": (30, 180, 30),
+    "blue": (30, 30, 220),
+    "yellow": (230, 220, 20),
+}
+
+
+def write_image_records(folder: Path, n: int = 24, seed: int = 0) -> dict[str, Path]:
+    """Coloured-square images with a stage-1 caption file and a stage-2 conversation file."""
+    import json
+    import random
+
+    from PIL import Image, ImageDraw
+
+    rng = random.Random(seed)
+    images = folder / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    pretrain, instruct = [], []
+    names = list(COLOURS)
+    for i in range(n):
+        colour = names[i % len(names)]
+        image = Image.new("RGB", (40, 36), (255, 255, 255))
+        x, y = rng.randint(0, 14), rng.randint(0, 10)
+        ImageDraw.Draw(image).rectangle([x, y, x + 24, y + 24], fill=COLOURS[colour])
+        image.save(images / f"{i}.png")
+        pretrain.append(
+            {
+                "id": f"p{i}",
+                "image": f"{i}.png",
+                "conversations": [
+                    {"from": "human", "value": "<image>\nDescribe the image briefly."},
+                    {"from": "gpt", "value": f"a {colour} square."},
+                ],
+            }
+        )
+        instruct.append(
+            {
+                "id": f"s{i}",
+                "image": f"{i}.png",
+                "conversations": [
+                    {"from": "human", "value": "What colour is the square?\n<image>"},
+                    {"from": "gpt", "value": f"The square is {colour}."},
+                    {"from": "human", "value": "Is there a square?"},
+                    {"from": "gpt", "value": "yes"},
+                ],
+            }
+        )
+    instruct.append(
+        {
+            "id": "text-only",
+            "conversations": [
+                {"from": "human", "value": "What is 2 + 2?"},
+                {"from": "gpt", "value": "4"},
+            ],
+        }
+    )
+    paths = {
+        "images": images,
+        "pretrain": folder / "pretrain.json",
+        "instruct": folder / "instruct.jsonl",
+    }
+    paths["pretrain"].write_text(json.dumps(pretrain))
+    paths["instruct"].write_text("\n".join(json.dumps(r) for r in instruct))
+    return paths

@@ -43,7 +43,8 @@ class DataError(ValueError):
         shown = "\n  ".join(str(p) for p in problems[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
         of = f" of {total}" if total is not None else ""
-        super().__init__(f"{len(problems)}{of} record(s) are invalid:\n  {shown}{more}")
+        n_records = len({(p.file, p.index) for p in problems})
+        super().__init__(f"{n_records}{of} record(s) are invalid:\n  {shown}{more}")
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:

@@ -24,7 +24,8 @@ from llavakit.train.trainer import LlavaTrainer
 
 log = logging.getLogger(__name__)
 
-# Fields of a previous stage's model config that a new stage may change without changing weights.
+# Fields of a previous stage's model config that the new stage's recipe sets (they do not change
+# the weights); everything architectural comes from the checkpoint.
 _STAGE_OVERRIDABLE = (
     "template",
     "max_length",
@@ -38,13 +39,18 @@ def build_for_stage(recipe: RecipeConfig):
     """Model + processor for this stage: fresh, or continuing from `train.init_from`."""
     if not recipe.train.init_from:
         return build_model(recipe.model)
-    defaults = type(recipe.model)()
-    overrides = {
-        name: getattr(recipe.model, name)
-        for name in _STAGE_OVERRIDABLE
-        if getattr(recipe.model, name) != getattr(defaults, name)
-    }
+    overrides = {name: getattr(recipe.model, name) for name in _STAGE_OVERRIDABLE}
     return load_checkpoint(recipe.train.init_from, overrides=overrides)
+
+
+def packaged_path(path: str | None) -> str | None:
+    """A config path as given, or the copy shipped inside the package (llavakit/train/configs/)."""
+    if path is None or Path(path).exists():
+        return path
+    shipped = Path(__file__).parent / "configs" / Path(path).name
+    if shipped.exists():
+        return str(shipped)
+    raise FileNotFoundError(f"config file {path} does not exist")
 
 
 def training_arguments(recipe: RecipeConfig) -> TrainingArguments:
@@ -57,18 +63,19 @@ def training_arguments(recipe: RecipeConfig) -> TrainingArguments:
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         learning_rate=t.learning_rate,
         weight_decay=t.weight_decay,
-        warmup_ratio=t.warmup_ratio,
+        warmup_steps=t.warmup_ratio,  # a float < 1 is a ratio of the total steps
         lr_scheduler_type=t.lr_scheduler,
         bf16=t.precision == "bf16",
         fp16=t.precision == "fp16",
-        gradient_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing=t.gradient_checkpointing,
         logging_steps=t.logging_steps,
         save_strategy="steps",
         save_steps=t.save_steps,
         save_total_limit=t.save_total_limit,
         seed=t.seed,
-        deepspeed=t.deepspeed,
-        fsdp=t.fsdp or "",
+        deepspeed=packaged_path(t.deepspeed),
+        fsdp=t.fsdp or None,
+        fsdp_config=packaged_path(t.fsdp_config),
         report_to=t.report_to or "none",
         remove_unused_columns=False,
         dataloader_num_workers=recipe.data.num_workers,
@@ -77,8 +84,11 @@ def training_arguments(recipe: RecipeConfig) -> TrainingArguments:
     )
 
 
-def train(recipe: RecipeConfig) -> Path:
-    """Run one stage; returns the folder of the final llavakit checkpoint."""
+def train(recipe: RecipeConfig, callbacks: list | None = None) -> Path:
+    """Run one stage; returns the folder of the final llavakit checkpoint.
+
+    `callbacks` are transformers TrainerCallbacks (progress displays, early stops).
+    """
     t = recipe.train
     set_seed(t.seed)
     output_dir = Path(t.output_dir)
@@ -97,6 +107,7 @@ def train(recipe: RecipeConfig) -> Path:
         data_collator=Collator(processor.pad_token_id),
         llava_config=t,
         lengths=dataset.lengths() if recipe.data.group_by_modality_length else None,
+        callbacks=callbacks,
     )
     resume = get_last_checkpoint(str(output_dir)) if t.resume and output_dir.is_dir() else None
     if resume:

@@ -72,3 +72,11 @@ class LlavaTrainer(Trainer):
             if parameter.requires_grad
         }
         save_file(trained, os.path.join(output_dir, WEIGHTS_NAME), metadata={"format": "pt"})
+
+    def _issue_warnings_after_load(self, load_result) -> None:
+        """Missing keys are expected on resume (frozen parts); unexpected ones are not."""
+        if load_result.unexpected_keys:
+            raise RuntimeError(
+                "checkpoint holds weights this model does not have: "
+                + ", ".join(load_result.unexpected_keys[:10])
+            )
