@@ -40,7 +40,8 @@ class ModelConfig:
     image_grid_pinpoints: Any = None
     """AnyRes candidate resolutions: a list of [height, width] or a range string like "(1x1),...,(2x2)"."""
     anyres_max_patches: int | None = None
-X
+    """AnyRes cap N of LLaVA-OneVision's anyres_max_N: grids holding more than N tiles' worth of
+    patches are downsampled to about that many."""
     template: str = "vicuna_v1"
     """Conversation template name (see `llavakit.conversation.template_names()`)."""
     max_length: int = 2048
