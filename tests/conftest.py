@@ -48,3 +48,12 @@ def tiny_model_config(tiny_clip, tiny_llama):
         template="vicuna_v1",
         max_length=128,
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_model_config) -> Path:
+    """A saved llavakit checkpoint (tiny CLIP + tiny Llama, random projector)."""
+    from llavakit.model.io import build_model, save_checkpoint
+
+    model, processor = build_model(tiny_model_config)
+    return save_checkpoint(model, processor, tmp_path_factory.mktemp("ckpt") / "model")

@@ -77,11 +77,15 @@ def _has_weights(folder: Path) -> bool:
     return any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
 
 
-def load_language_model(config: ModelConfig, folder: str | Path | None = None):
+def load_language_model(
+    config: ModelConfig, folder: str | Path | None = None, device_map: str | dict | None = None
+):
     folder = _require_folder(folder or config.language_model, "language model")
     if not _has_weights(folder):
         raise CheckpointError(f"language model folder {folder} has no weights (*.safetensors)")
     kwargs = {"dtype": torch_dtype(config.dtype), "attn_implementation": config.attn_implementation}
+    if device_map is not None:
+        kwargs["device_map"] = device_map  # split across GPUs by accelerate
     if config.load_in_bits:
         from transformers import BitsAndBytesConfig
 
@@ -112,6 +116,7 @@ def assemble(
     llm_folder: str | Path,
     tokenizer_folder: str | Path,
     image_config_folder: str | Path,
+    device_map: str | dict | None = None,
 ) -> tuple[LlavaModel, LlavaProcessor]:
     """The one builder: folders in, a model (fresh projector) and its processor out."""
     tokenizer_folder = Path(tokenizer_folder)
@@ -120,7 +125,7 @@ def assemble(
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_folder))
     add_image_tokens(tokenizer, config.use_im_start_end)
     tower = load_vision_tower(config, vision_folder)
-    language_model = load_language_model(config, llm_folder)
+    language_model = load_language_model(config, llm_folder, device_map)
     if config.use_im_start_end:
         needed = max(tokenizer.convert_tokens_to_ids([IM_START_TOKEN, IM_END_TOKEN])) + 1
         if language_model.get_input_embeddings().num_embeddings < needed:
@@ -228,6 +233,7 @@ def load_checkpoint(
     dtype: str | None = None,
     device: str | torch.device | None = None,
     overrides: dict | None = None,
+    device_map: str | dict | None = None,
 ) -> tuple[LlavaModel, LlavaProcessor]:
     """`llavakit.load(path)`: rebuild model + processor (+ template) from the folder alone.
 
@@ -244,7 +250,7 @@ def load_checkpoint(
         raise CheckpointError(f"checkpoint {folder} is missing {PROJECTOR_WEIGHTS}")
     vision_folder = _resolve(folder, config.vision_tower)
     llm_folder = _resolve(folder, config.language_model)
-    model, processor = assemble(config, vision_folder, llm_folder, folder, folder)
+    model, processor = assemble(config, vision_folder, llm_folder, folder, folder, device_map)
     model.config = dataclasses.replace(
         config, vision_tower=str(vision_folder), language_model=str(llm_folder)
     )
@@ -262,6 +268,13 @@ def load_checkpoint(
             raise CheckpointError(f"{weights_path}: AnyRes model without image_newline weights")
         model.image_newline.data.copy_(weights["image_newline"])
     model.eval()
-    if device is not None:
+    if device_map is not None or config.load_in_bits:
+        # The LLM was placed by accelerate; the tower and projector join its input embeddings.
+        first = model.language_model.get_input_embeddings().weight.device
+        model.vision_tower.to(first)
+        model.projector.to(first)
+        if model.image_newline is not None:
+            model.image_newline.data = model.image_newline.data.to(first)
+    elif device is not None:
         model.to(device)
     return model, processor

@@ -131,7 +131,9 @@ class LlavaModel(nn.Module):
                 "sample needs exactly one image per <image> in its text"
             )
         if n_features:
-            embeds = embeds.masked_scatter(is_image.unsqueeze(-1), image_features.to(embeds.dtype))
+            embeds = embeds.masked_scatter(
+                is_image.unsqueeze(-1), image_features.to(embeds.device, embeds.dtype)
+            )
         return embeds
 
     # ---- forward / generate ----------------------------------------------------------------
