@@ -32,7 +32,7 @@ class AnswerSettings:
 
 
 def chunk(items: Sequence, num_chunks: int, index: int) -> list:
-    """Contiguous shard `index` of `num_chunks` (LLaVA's ceil-sized split; late shards may be short)."""
+    """Contiguous shard `index` of `num_chunks` (ceil-sized, as LLaVA splits)."""
     if num_chunks < 1 or not 0 <= index < num_chunks:
         raise ValueError(f"chunk index {index} is not within {num_chunks} chunk(s)")
     size = math.ceil(len(items) / num_chunks) if items else 0
