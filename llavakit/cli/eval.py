@@ -27,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verbs = parser.add_subparsers(dest="eval_verb", metavar="<verb>")
     parser.set_defaults(func=lambda args: parser.print_help() or 1)
     _register_answer(verbs)
+    _add_merge(verbs)
     _add_prepare(verbs)
     _add_score(verbs)
     _add_report(verbs)
@@ -64,6 +65,24 @@ def _answer(args: argparse.Namespace) -> int:
     from llavakit.eval.answer import main
 
     return main(args)
+
+
+def _add_merge(verbs: argparse._SubParsersAction) -> None:
+    parser = verbs.add_parser(
+        "merge",
+        help="join answer shards into one file",
+        description="Join the answer files of --num-chunks shards into one (one answer per id).",
+    )
+    parser.add_argument("shards", nargs="+", type=Path, help="shard answer JSONL files")
+    parser.add_argument("--out", type=Path, required=True, help="merged answer JSONL")
+    parser.set_defaults(func=_merge)
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from llavakit.eval.answer import merge_answers
+
+    print(f"merged {merge_answers(args.shards, args.out)} answer(s) -> {args.out}")
+    return 0
 
 
 # --- prepare -------------------------------------------------------------------------------
