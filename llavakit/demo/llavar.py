@@ -1,0 +1,69 @@
+"""The demo's LLaVAR data: real PP-OCRv4 reads of the world's text-rich images.
+
+Stage 1 gets the noisy "what text is in the image" records; after stage 1, the stage-1 model
+captions each image with its text masked out (as LLaVAR used BLIP-2), and the teacher writes
+conversations grounded in the OCR lines and that caption for stage 2.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from llavakit.demo.sizes import DemoSizes
+
+
+def text_image_list(out: Path, sizes: DemoSizes) -> Path:
+    """The training split's text-rich images to OCR (the first `ocr_images` by id)."""
+    from llavakit.world import load_split
+
+    split = load_split(out / "world", "train")
+    texts = sorted((i for i in split.images if not i.is_scene), key=lambda i: i.image_id)
+    path = out / "data" / "text_images.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps({"image": image.file_name, "path": str(out / "world" / "images" / image.file_name)})
+            + "\n"
+            for image in texts[: sizes.ocr_images]
+        )
+    )
+    return path
+
+
+def make_noisy_data(out: Path, sizes: DemoSizes) -> dict:
+    from llavakit.datagen.llavar import journal_folder, read_journals
+    from llavakit.datagen.llavar_noisy import NoisyOptions, run_noisy
+
+    images = text_image_list(out, sizes)
+    target = out / "data" / "noisy.json"
+    report = run_noisy(
+        NoisyOptions(out=target, images=out / "world" / "images", lists=(images,), seed=sizes.seed, workers=2)
+    )
+    # Keep the OCR results beside the list so the conversation step reuses them.
+    stored = read_journals(journal_folder(target), "ocr")
+    with_ocr = out / "data" / "text_images_ocr.jsonl"
+    with_ocr.write_text("".join(json.dumps(record) + "\n" for record in stored.values()))
+    return {"noisy_report": report, "ocr_images": len(stored)}
+
+
+def make_conversations(out: Path, sizes: DemoSizes, captioner_checkpoint: str) -> dict:
+    from llavakit.datagen.llavar_conversations import (
+        ConversationOptions,
+        engine_captioner,
+        run_conversations,
+    )
+
+    captioner = engine_captioner(captioner_checkpoint, device="cpu")
+    report = run_conversations(
+        ConversationOptions(
+            out=out / "data" / "llavar.json",
+            images=out / "world" / "images",
+            lists=(out / "data" / "text_images_ocr.jsonl",),
+            captioner_name=f"stage1:{Path(captioner_checkpoint).name}",
+            progress=True,
+        ),
+        captioner,
+        None,
+    )
+    records = json.loads((out / "data" / "llavar.json").read_text())
+    return {"llavar_report": report, "llavar_records": len(records)}

@@ -1,0 +1,353 @@
+"""`llavakit demo`: every stage of the LLaVA and LLaVAR papers on the embedded world, on a CPU.
+
+world -> data generation (LLaVA teacher data, stage-1 captions, LLaVAR OCR data) -> stage 0
+(tokenizer, CLIP, LLM: the "pretrained" parts) -> stage 1 align -> stage 2 instruct ->
+evaluation of both stages -> a sample chat -> report. Each step's result is cached under a key
+made of its settings and its inputs' keys, so a rerun reuses finished steps and `--fresh`
+starts over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llavakit.demo.llavar import make_conversations
+from llavakit.demo.sizes import DemoSizes
+
+TEMPLATE = "vicuna_v1"
+STATE_FILE = "steps.json"
+
+
+@dataclass
+class StepCache:
+    """Runs a step unless a finished run with the same key is recorded."""
+
+    root: Path
+    fresh: bool = False
+    state: dict[str, Any] = field(default_factory=dict)
+    log: Callable[[str], None] = print
+
+    def __post_init__(self) -> None:
+        path = self.root / STATE_FILE
+        if path.is_file() and not self.fresh:
+            self.state = json.loads(path.read_text())
+
+    def run(self, name: str, inputs: dict[str, Any], work: Callable[[], dict]) -> dict:
+        key = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
+        done = self.state.get(name)
+        if done and done["key"] == key:
+            self.log(f"[{name}] reused ({done['seconds']:.0f} s when run)")
+            return done["result"] | {"key": key}
+        self.log(f"[{name}] running ...")
+        start = time.perf_counter()
+        result = work()
+        seconds = time.perf_counter() - start
+        self.state[name] = {"key": key, "seconds": seconds, "result": result}
+        temporary = self.root / f".{STATE_FILE}.tmp"
+        temporary.write_text(json.dumps(self.state, indent=1, default=str))
+        temporary.replace(self.root / STATE_FILE)
+        self.log(f"[{name}] done in {seconds:.1f} s")
+        return result | {"key": key}
+
+    def seconds(self) -> dict[str, float]:
+        return {name: round(step["seconds"], 1) for name, step in self.state.items()}
+
+
+# ---- steps -------------------------------------------------------------------------------------
+def make_world(out: Path, sizes: DemoSizes) -> dict:
+    from llavakit.world import generate_world
+
+    summary = generate_world(
+        out / "world", sizes.n_scenes, sizes.n_text_images, seed=sizes.seed, progress=True
+    )
+    return {"counts": summary.counts}
+
+
+def make_data(out: Path, sizes: DemoSizes, with_llavar: bool = True) -> dict:
+    """Stage-1 captions, LLaVA teacher data for scenes, and LLaVAR OCR data for text images."""
+    from llavakit.datagen.coco import load_coco_contexts
+    from llavakit.datagen.llava import generate
+    from llavakit.datagen.pretrain import PretrainOptions, run_pretrain_datagen
+    from llavakit.world import SymbolicTeacher
+
+    world, data = out / "world", out / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    run_pretrain_datagen(
+        PretrainOptions(
+            captions=world / "train" / "captions.json",
+            out=data / "pretrain.json",
+            images=world / "images",
+            seed=sizes.seed,
+        )
+    )
+    contexts = load_coco_contexts(
+        world / "train" / "instances.json", world / "train" / "captions.json"
+    ).contexts
+    scenes = [c for c in contexts if c["file_name"].startswith("scene_")]
+    summary = generate(
+        scenes, SymbolicTeacher(), data / "instruct.json", seed=sizes.seed, progress=True
+    )
+    result = {"instruct": summary.text()}
+    if with_llavar:
+        from llavakit.demo.llavar import make_noisy_data
+
+        result |= make_noisy_data(out, sizes)
+    result["counts"] = {
+        path.stem: len(json.loads(path.read_text())) for path in sorted(data.glob("*.json"))
+    }
+    return result
+
+
+def world_texts(out: Path) -> list[str]:
+    """Everything the world's language model and tokenizer learn from (train split only)."""
+    texts = []
+    for name in ("pretrain", "instruct", "noisy", "llavar"):
+        path = out / "data" / f"{name}.json"
+        if path.is_file():
+            for record in json.loads(path.read_text()):
+                for turn in record["conversations"]:
+                    texts.append(turn["value"].replace("<image>\n", "").replace("<image>", ""))
+    return texts
+
+
+def make_stage0(out: Path, sizes: DemoSizes) -> dict:
+    from llavakit.conversation import get_template
+    from llavakit.world import load_split
+    from llavakit.world.stage0 import train_clip, train_language_model, train_tokenizer
+
+    stage0 = out / "stage0"
+    texts = world_texts(out)
+    rng = random.Random(sizes.seed)
+    template = get_template(TEMPLATE)
+    tokenizer_texts = texts + [template.system, "USER: ASSISTANT:"]
+    train_tokenizer(tokenizer_texts, stage0 / "tokenizer", vocab_size=sizes.vocab_size)
+    split = load_split(out / "world", "train")
+    images = out / "world" / "images"
+    pairs = [(images / image.file_name, caption) for image in split.images for caption in image.captions]
+    rng.shuffle(pairs)
+    clip = train_clip(
+        pairs,
+        stage0 / "tokenizer",
+        stage0 / "clip",
+        image_size=sizes.image_size,
+        patch_size=sizes.patch_size,
+        hidden_size=sizes.clip_width,
+        vision_layers=sizes.clip_layers,
+        steps=sizes.clip_steps,
+        seed=sizes.seed,
+    )
+    lm_texts = [f"USER: {q} ASSISTANT: {a}" for q, a in _pairs(texts)] + texts
+    rng.shuffle(lm_texts)
+    lm = train_language_model(
+        lm_texts,
+        stage0 / "tokenizer",
+        stage0 / "llm",
+        hidden_size=sizes.lm_width,
+        layers=sizes.lm_layers,
+        steps=sizes.lm_steps,
+        seed=sizes.seed,
+    )
+    return {"clip": _scalars(clip), "llm": _scalars(lm)}
+
+
+def _pairs(texts: list[str]) -> list[tuple[str, str]]:
+    return list(zip(texts[::2], texts[1::2]))
+
+
+def _scalars(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
+
+
+def stage_recipe(out: Path, sizes: DemoSizes, stage: str, tag: str, sources: list[str], init_from=None):
+    from llavakit.config import DataConfig, DataSource, ModelConfig, RecipeConfig, TrainConfig
+
+    align = stage == "align"
+    model = ModelConfig(
+        vision_tower=str(out / "stage0" / "clip"),
+        language_model=str(out / "stage0" / "llm"),
+        tokenizer=str(out / "stage0" / "llm"),
+        projector_type="mlp2x_gelu",
+        image_aspect_ratio="pad",
+        template=TEMPLATE,
+        max_length=sizes.max_length,
+    )
+    data = DataConfig(
+        train=[DataSource(path=str(out / "data" / f"{name}.json")) for name in sources],
+        image_folder=str(out / "world" / "images"),
+        group_by_modality_length=not align,
+    )
+    train = TrainConfig(
+        stage=stage,
+        output_dir=str(out / tag),
+        init_from=init_from,
+        epochs=sizes.stage1_epochs if align else sizes.stage2_epochs,
+        per_device_batch_size=sizes.batch_size,
+        learning_rate=sizes.stage1_lr if align else sizes.stage2_lr,
+        warmup_ratio=0.03,
+        lr_scheduler="cosine",
+        logging_steps=5,
+        save_steps=100_000,
+        resume=False,
+        seed=sizes.seed,
+    )
+    return RecipeConfig(model=model, data=data, train=train)
+
+
+def train_stage(out: Path, sizes: DemoSizes, stage: str, tag: str, sources: list[str], init_from=None) -> dict:
+    import shutil
+
+    from llavakit.train.run import train
+
+    shutil.rmtree(out / tag, ignore_errors=True)
+    folder = train(stage_recipe(out, sizes, stage, tag, sources, init_from))
+    history = json.loads((folder / "loss_history.json").read_text())
+    return {"checkpoint": str(folder), "loss": history}
+
+
+def evaluate(out: Path, sizes: DemoSizes, checkpoint: str, tag: str) -> dict:
+    from llavakit.eval.answer import AnswerSettings, answer_questions
+    from llavakit.eval.tasks.world import score_world
+    from llavakit.infer.engine import Engine
+
+    questions_path = benchmark_questions(out, sizes)
+    questions = [json.loads(line) for line in questions_path.read_text().splitlines()]
+    answers = out / "eval" / f"answers_{tag}.jsonl"
+    answers.unlink(missing_ok=True)
+    engine = Engine.load(checkpoint, device="cpu")
+    answer_questions(
+        engine, questions, out / "world" / "images", answers,
+        AnswerSettings(batch_size=32, max_new_tokens=96), model_id=tag,
+    )
+    result = score_world(questions_path, answers)
+    (out / "eval" / f"results_{tag}.json").write_text(
+        json.dumps({k: v for k, v in result.items() if k != "items"}, indent=1)
+    )
+    metrics = result["metrics"]
+    return {
+        "accuracy": {c: metrics[c] / 100 for c in result["n_questions_by_category"]},
+        "n_questions": result["n_questions_by_category"],
+    }
+
+
+def benchmark_questions(out: Path, sizes: DemoSizes) -> Path:
+    """The held-out benchmark, `eval_per_category` questions per category (deterministic)."""
+    from llavakit.world import build_benchmark, load_split
+
+    path = out / "eval" / "questions.jsonl"
+    questions = build_benchmark(load_split(out / "world", "eval"), seed=sizes.seed)
+    kept, seen = [], {}
+    for question in questions:
+        seen[question.category] = seen.get(question.category, 0) + 1
+        if not sizes.eval_per_category or seen[question.category] <= sizes.eval_per_category:
+            kept.append(question.to_json())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(q) + "\n" for q in kept))
+    return path
+
+
+def sample_chat(out: Path, checkpoint: str) -> dict:
+    from llavakit.image import load_image
+    from llavakit.infer.engine import Engine, Request, SamplingParams
+    from llavakit.world import load_split
+
+    engine = Engine.load(checkpoint, device="cpu")
+    split = load_split(out / "world", "eval")
+    scene = next(image for image in split.images if image.is_scene)
+    text = next((image for image in split.images if not image.is_scene), scene)
+    turns = []
+    for image, question in (
+        (scene, "Describe the image in detail."),
+        (scene, "How many objects are in the image?"),
+        (text, "What is written in the image?"),
+    ):
+        pixels = load_image(out / "world" / "images" / image.file_name)
+        request = Request(
+            [{"role": "user", "content": question}], [pixels], SamplingParams(max_new_tokens=96)
+        )
+        turns.append({"image": image.file_name, "question": question, "answer": engine.complete(request).text})
+    return {"chat": turns}
+
+
+# ---- the whole demo ----------------------------------------------------------------------------
+def run_demo(
+    out: str | Path,
+    sizes: DemoSizes,
+    fresh: bool = False,
+    ablation: str | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Run (or reuse) every step and write report.json, report.md and plots to `out`."""
+    from llavakit.demo.report import write_report
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    steps = StepCache(out, fresh=fresh, log=log)
+    s = sizes.to_dict()
+    world = steps.run("world", {"sizes": s}, lambda: make_world(out, sizes))
+    data = steps.run("data", {"world": world["key"]}, lambda: make_data(out, sizes))
+    stage0 = steps.run("stage0", {"data": data["key"], "sizes": s}, lambda: make_stage0(out, sizes))
+    stage1_sources = ["pretrain", "noisy"]
+    stage2_sources = ["instruct", "llavar", "noisy"]
+    stage1 = steps.run(
+        "stage1", {"stage0": stage0["key"], "sizes": s},
+        lambda: train_stage(out, sizes, "align", "stage1", stage1_sources),
+    )
+    llavar = steps.run(
+        "llavar_conversations", {"stage1": stage1["key"], "data": data["key"]},
+        lambda: make_conversations(out, sizes, stage1["checkpoint"]),
+    )
+    stage2 = steps.run(
+        "stage2", {"stage1": stage1["key"], "llavar": llavar["key"], "sizes": s},
+        lambda: train_stage(out, sizes, "instruct", "model", stage2_sources, stage1["checkpoint"]),
+    )
+    eval1 = steps.run("eval_stage1", {"stage1": stage1["key"], "sizes": s},
+                      lambda: evaluate(out, sizes, stage1["checkpoint"], "stage1"))
+    eval2 = steps.run("eval_stage2", {"stage2": stage2["key"], "sizes": s},
+                      lambda: evaluate(out, sizes, stage2["checkpoint"], "stage2"))
+    chat = steps.run("chat", {"stage2": stage2["key"]}, lambda: sample_chat(out, stage2["checkpoint"]))
+    extra: dict[str, Any] = {}
+    if ablation == "llavar":
+        extra["ablation"] = run_llavar_ablation(out, sizes, steps, stage0)
+    elif ablation:
+        raise ValueError(f"unknown ablation {ablation!r}; known: llavar")
+    report = {
+        "accuracy": eval2["accuracy"],
+        "accuracy_stage1": eval1["accuracy"],
+        "n_questions": eval2["n_questions"],
+        "seconds": steps.seconds(),
+        "total_seconds": round(sum(steps.seconds().values()), 1),
+        "data": data["counts"] | {"llavar": llavar["llavar_records"]},
+        "stage0": stage0,
+        "loss": {"stage1": stage1["loss"], "stage2": stage2["loss"]},
+        "chat": chat["chat"],
+        "sizes": s,
+        "checkpoint": stage2["checkpoint"],
+        **extra,
+    }
+    write_report(out, report)
+    return report
+
+
+def run_llavar_ablation(out: Path, sizes: DemoSizes, steps: StepCache, stage0: dict) -> dict:
+    """The same training budget without the text-rich (LLaVAR) data: the reading gap."""
+    s = sizes.to_dict()
+    stage1 = steps.run(
+        "ablation_stage1", {"stage0": stage0["key"], "sizes": s},
+        lambda: train_stage(out, sizes, "align", "ablation_stage1", ["pretrain"]),
+    )
+    stage2 = steps.run(
+        "ablation_stage2", {"stage1": stage1["key"], "sizes": s},
+        lambda: train_stage(out, sizes, "instruct", "ablation_model", ["instruct"], stage1["checkpoint"]),
+    )
+    scores = steps.run(
+        "ablation_eval", {"stage2": stage2["key"], "sizes": s},
+        lambda: evaluate(out, sizes, stage2["checkpoint"], "no_llavar"),
+    )
+    return {"accuracy_without_llavar": scores["accuracy"]}

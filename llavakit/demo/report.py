@@ -1,0 +1,115 @@
+"""The demo's report: report.json (numbers), report.md (for people) and PNG plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+TARGETS = {"existence": 0.95, "colour": 0.95, "counting": 0.85, "position": 0.85, "reading": 0.7}
+"""Held-out accuracy targets after stage 2 (issue: embedded world and demo)."""
+
+
+def write_report(out: Path, report: dict) -> None:
+    (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
+    plot_losses(out / "loss_curves.png", report["loss"])
+    plot_accuracy(out / "accuracy.png", report)
+    (out / "report.md").write_text(markdown(report))
+
+
+def markdown(report: dict) -> str:
+    ablation = report.get("ablation", {}).get("accuracy_without_llavar")
+    header = "| category | questions | stage 1 only | final | target |"
+    rule = "|---|---|---|---|---|"
+    if ablation:
+        header = header[:-1] + " final without LLaVAR data |"
+        rule += "---|"
+    rows = [header, rule]
+    for category, n in report["n_questions"].items():
+        target = TARGETS.get(category)
+        row = (
+            f"| {category} | {n} | {report['accuracy_stage1'].get(category, 0):.2f} | "
+            f"{report['accuracy'][category]:.2f} | {f'≥ {target:.2f}' if target else '-'} |"
+        )
+        if ablation:
+            row += f" {ablation.get(category, 0):.2f} |"
+        rows.append(row)
+    seconds = "\n".join(f"| {step} | {s:.1f} |" for step, s in report["seconds"].items())
+    chat = "\n".join(
+        f"- **{turn['question']}** (`{turn['image']}`)\n  > {turn['answer'] or '(empty)'}"
+        for turn in report["chat"]
+    )
+    data = ", ".join(f"{name}: {n}" for name, n in report["data"].items())
+    return f"""# llavakit demo report
+
+The whole LLaVA + LLaVAR pipeline on the embedded synthetic world: world -> teacher data ->
+stage 0 (tokenizer, CLIP, LLM) -> stage 1 (align) -> stage 2 (instruct) -> held-out evaluation.
+
+## Held-out accuracy
+
+{chr(10).join(rows)}
+
+![accuracy](accuracy.png)
+
+## Training loss
+
+![loss curves](loss_curves.png)
+
+## Data (records)
+
+{data}
+
+## Sample chat (final model, held-out images)
+
+{chat}
+
+## Time per step (seconds; {report['total_seconds']:.0f} s in all)
+
+| step | seconds |
+|---|---|
+{seconds}
+
+Final checkpoint: `{report['checkpoint']}` (`llavakit chat {report['checkpoint']} --image IMG`).
+"""
+
+
+def plot_losses(path: Path, losses: dict[str, list[dict]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(losses), figsize=(5 * len(losses), 3.5))
+    for ax, (stage, points) in zip(axes if len(losses) > 1 else [axes], losses.items()):
+        ax.plot([p["step"] for p in points], [p["loss"] for p in points])
+        ax.set_title(stage)
+        ax.set_xlabel("step")
+        ax.set_ylabel("training loss")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_accuracy(path: Path, report: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    categories = list(report["n_questions"])
+    series = {"stage 1 only": report["accuracy_stage1"], "final": report["accuracy"]}
+    ablation = report.get("ablation", {}).get("accuracy_without_llavar")
+    if ablation:
+        series["final without LLaVAR data"] = ablation
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(categories)), 3.8))
+    for index, (name, values) in enumerate(series.items()):
+        xs = [c + index * width for c in range(len(categories))]
+        ax.bar(xs, [values.get(c, 0) for c in categories], width, label=name)
+    ax.set_xticks([c + width * (len(series) - 1) / 2 for c in range(len(categories))])
+    ax.set_xticklabels(categories)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("held-out accuracy")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,74 @@
+"""How big each demo step is. One preset fills the 10-minute budget on a 2-core laptop; the
+smoke preset runs the same pipeline in well under a minute for tests."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+
+@dataclass(frozen=True)
+class DemoSizes:
+    """Sizes of every step; part of each step's cache key."""
+
+    n_scenes: int = 1400
+    n_text_images: int = 500
+    ocr_images: int = 240
+    """Text-rich training images read with PP-OCRv4 (the slowest data step on a CPU)."""
+    seed: int = 0
+    image_size: int = 96
+    """Resolution of the world's CLIP tower (its patches become image tokens)."""
+    patch_size: int = 12
+    clip_width: int = 128
+    clip_layers: int = 4
+    clip_steps: int = 500
+    lm_width: int = 192
+    lm_layers: int = 4
+    lm_steps: int = 500
+    vocab_size: int = 1500
+    stage1_epochs: float = 2.0
+    stage1_lr: float = 2e-3
+    stage2_epochs: float = 3.0
+    stage2_lr: float = 1e-3
+    batch_size: int = 32
+    max_length: int = 320
+    eval_per_category: int = 40
+    """Benchmark questions per category (0 = all)."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+DEFAULT = DemoSizes()
+
+SMOKE = replace(
+    DEFAULT,
+    n_scenes=80,
+    n_text_images=24,
+    ocr_images=6,
+    image_size=32,
+    patch_size=8,
+    clip_width=32,
+    clip_layers=2,
+    clip_steps=20,
+    lm_width=32,
+    lm_layers=2,
+    lm_steps=20,
+    vocab_size=600,
+    stage1_epochs=1.0,
+    stage2_epochs=1.0,
+    batch_size=16,
+    max_length=256,
+    eval_per_category=4,
+)
+
+
+def for_budget(minutes: float) -> DemoSizes:
+    """Scale the training work to a time budget (the default preset is tuned for 10 minutes)."""
+    scale = max(0.2, min(3.0, minutes / 10.0))
+    return replace(
+        DEFAULT,
+        clip_steps=round(DEFAULT.clip_steps * scale),
+        lm_steps=round(DEFAULT.lm_steps * scale),
+        stage1_epochs=DEFAULT.stage1_epochs * scale,
+        stage2_epochs=DEFAULT.stage2_epochs * scale,
+    )
