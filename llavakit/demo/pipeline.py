@@ -87,6 +87,7 @@ def make_data(out: Path, sizes: DemoSizes, with_llavar: bool = True) -> dict:
             seed=sizes.seed,
         )
     )
+    _one_caption_per_image(data / "pretrain.json", sizes)
     contexts = load_coco_contexts(
         world / "train" / "instances.json", world / "train" / "captions.json"
     ).contexts
@@ -103,6 +104,15 @@ def make_data(out: Path, sizes: DemoSizes, with_llavar: bool = True) -> dict:
         path.stem: len(json.loads(path.read_text())) for path in sorted(data.glob("*.json"))
     }
     return result
+
+
+def _one_caption_per_image(path: Path, sizes: DemoSizes) -> None:
+    """Stage 1 sees each image once (as LLaVA's 595K pairs do), with a seeded caption choice."""
+    rng = random.Random(sizes.seed)
+    by_image: dict[str, list[dict]] = {}
+    for record in json.loads(path.read_text()):
+        by_image.setdefault(record["image"], []).append(record)
+    path.write_text(json.dumps([rng.choice(records) for records in by_image.values()]))
 
 
 def world_texts(out: Path) -> list[str]:

@@ -41,6 +41,18 @@ def vision_model_type(folder: str | Path) -> str:
     return model_type
 
 
+@contextlib.contextmanager
+def _transformers_errors_only():
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
 class VisionTower(nn.Module):
     """Wraps a CLIP/SigLIP vision encoder and returns the selected layer's features."""
 
@@ -68,8 +80,13 @@ class VisionTower(nn.Module):
         select_feature: str = "patch",
         dtype: torch.dtype = torch.float32,
     ) -> VisionTower:
-        encoder_class, _ = _ENCODERS[vision_model_type(folder)]
-        encoder = encoder_class.from_pretrained(str(folder), dtype=dtype)
+        model_type = vision_model_type(folder)
+        encoder_class, _ = _ENCODERS[model_type]
+        # A full CLIP/SigLIP checkpoint also holds the text tower: its keys are unused on
+        # purpose, so transformers' "unexpected keys" report is silenced for those.
+        quiet = model_type in ("clip", "siglip")
+        with _transformers_errors_only() if quiet else contextlib.nullcontext():
+            encoder = encoder_class.from_pretrained(str(folder), dtype=dtype)
         return cls(encoder, select_layer, select_feature)
 
     @property
