@@ -1,0 +1,399 @@
+"""Train the synthetic world's "pretrained CLIP": a tiny `CLIPModel` learnt contrastively.
+
+LLaVA keeps only CLIP's vision tower, but the tower is only useful because contrastive training
+on captions taught it what captions talk about (colours, shapes, counts, positions, words). The
+saved folder has the same files as openai/clip-vit-large-patch14-336 (config, safetensors
+weights, `preprocessor_config.json`, tokenizer), so stage 1 loads it with
+`CLIPVisionModel.from_pretrained` / `CLIPImageProcessor.from_pretrained` like the real one.
+
+Several images often share one caption ("a red circle"), and one image may come with several
+captions; in-batch contrastive targets therefore treat every pair with the same image or the
+same caption text as a positive instead of pretending they are negatives.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from llavakit.world.stage0_loop import LoopConfig, mean_of_tail, run_loop, seeded_and_threaded
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+MAX_CAPTION_TOKENS = 77
+"""CLIP's text context length; longer captions are cut, keeping the end-of-text token."""
+INITIAL_LOGIT_SCALE = math.log(1 / 0.07)
+MAX_LOGIT_SCALE = math.log(100.0)
+
+
+@dataclass(frozen=True)
+class ClipSizes:
+    """Architecture of the tiny CLIP; validated before anything trains."""
+
+    image_size: int
+    """Side of the square input image in pixels."""
+    patch_size: int
+    """Side of a ViT patch; the tower sees (image_size / patch_size)^2 patches plus CLS."""
+    hidden_size: int
+    """Width of both towers and of the shared embedding space."""
+    vision_layers: int
+    """Transformer layers of the vision tower (LLaVA reads the second-to-last)."""
+    text_layers: int
+    """Transformer layers of the text tower; captions are short, so it can be shallower."""
+    heads: int
+    """Attention heads in both towers."""
+
+    def __post_init__(self) -> None:
+        if self.image_size % self.patch_size:
+            raise ValueError(
+                f"image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})"
+            )
+        if self.hidden_size % self.heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by heads ({self.heads})"
+            )
+
+
+def train_clip(
+    pairs: Sequence[tuple],
+    tokenizer_dir: str | Path,
+    out_dir: str | Path,
+    image_size: int = 64,
+    patch_size: int = 8,
+    hidden_size: int = 128,
+    vision_layers: int = 4,
+    text_layers: int = 2,
+    heads: int = 4,
+    steps: int = 200,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    heldout_fraction: float = 0.1,
+    seed: int = 0,
+    time_budget_s: float | None = None,
+    progress: bool = True,
+    threads: int | None = 1,
+) -> dict:
+    """Train a tiny CLIP on (image, caption) pairs and save it as a standard HF CLIP folder.
+
+    `pairs` holds PIL images or image paths with their captions; an image may appear in several
+    pairs. A `heldout_fraction` of the distinct images (never seen in training) measures
+    zero-shot retrieval: for each held-out image, is the nearest caption among a batch of
+    `batch_size` held-out captions a correct one? Returns the metrics, also written to
+    `out_dir/stage0_metrics.json`.
+
+    `time_budget_s` stops training after that many seconds (the cosine schedule follows whichever
+    of steps or time runs out first). `threads` sets torch's thread count for the run and is
+    restored afterwards (None keeps it). It is 1 by default: at these widths a second thread
+    gains at most about 2x on an idle 2-core machine, but costs 3-5x when another process
+    holds a core.
+    """
+    from transformers import AutoTokenizer
+
+    sizes = ClipSizes(image_size, patch_size, hidden_size, vision_layers, text_layers, heads)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    processor = _image_processor(sizes.image_size)
+    image_of_pair, images, captions = _validate_pairs(pairs)
+    train_rows, heldout_rows = _split_by_image(image_of_pair, len(images), heldout_fraction, seed)
+
+    with seeded_and_threaded(seed, threads):
+        data = _encode_pairs(images, image_of_pair, captions, processor, tokenizer)
+        model = _build_clip(sizes, tokenizer)
+        sampler = _EpochSampler(train_rows, batch_size, torch.Generator().manual_seed(seed))
+
+        def compute_loss(step: int) -> torch.Tensor:
+            ids, mask, pixel_values, positives = data.batch(sampler.next_batch())
+            out = model(input_ids=ids, attention_mask=mask, pixel_values=pixel_values)
+            return _multi_positive_infonce(out.logits_per_image, positives)
+
+        def clamp_temperature() -> None:
+            with torch.no_grad():
+                model.logit_scale.clamp_(0.0, MAX_LOGIT_SCALE)
+
+        loop = LoopConfig(
+            steps=steps,
+            peak_lr=lr,
+            time_budget_s=time_budget_s,
+            progress=progress,
+            description="stage 0: CLIP",
+        )
+        result = run_loop(model, compute_loss, loop, after_step=clamp_temperature)
+        retrieval, chance = _heldout_retrieval(model, data, heldout_rows, batch_size)
+
+    metrics = {
+        "steps": result.steps,
+        "seconds": round(result.seconds, 2),
+        "stopped_by_budget": result.stopped_by_budget,
+        "loss_first": result.losses[0],
+        "loss_final": mean_of_tail(result.losses),
+        "losses": result.losses,
+        "retrieval_top1": retrieval,
+        "retrieval_chance": chance,
+        "logit_scale": model.logit_scale.detach().exp().item(),
+        "n_train_pairs": len(train_rows),
+        "n_heldout_pairs": len(heldout_rows),
+        "n_images": len(images),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "vision_tokens": (sizes.image_size // sizes.patch_size) ** 2,
+    }
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    (out_dir / "stage0_metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    return metrics
+
+
+def _image_processor(image_size: int):
+    """CLIP's preprocessing (bicubic shortest-edge resize, centre crop, CLIP mean/std) at our size."""
+    # The Pillow implementation needs no torchvision; both implementations save the same JSON,
+    # which `CLIPImageProcessor.from_pretrained` reads back.
+    try:
+        from transformers import CLIPImageProcessorPil as processor_class
+    except ImportError:  # transformers releases with a single CLIPImageProcessor
+        from transformers import CLIPImageProcessor as processor_class
+    return processor_class(
+        size={"shortest_edge": image_size},
+        crop_size={"height": image_size, "width": image_size},
+        image_mean=list(CLIP_MEAN),
+        image_std=list(CLIP_STD),
+        do_convert_rgb=True,
+    )
+
+
+def _build_clip(sizes: ClipSizes, tokenizer):
+    """A freshly initialised `CLIPModel` whose text tower speaks the world's tokenizer."""
+    from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
+
+    vision = CLIPVisionConfig(
+        hidden_size=sizes.hidden_size,
+        intermediate_size=4 * sizes.hidden_size,
+        num_hidden_layers=sizes.vision_layers,
+        num_attention_heads=sizes.heads,
+        image_size=sizes.image_size,
+        patch_size=sizes.patch_size,
+        projection_dim=sizes.hidden_size,
+    )
+    text = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=sizes.hidden_size,
+        intermediate_size=4 * sizes.hidden_size,
+        num_hidden_layers=sizes.text_layers,
+        num_attention_heads=sizes.heads,
+        max_position_embeddings=MAX_CAPTION_TOKENS,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        projection_dim=sizes.hidden_size,
+    )
+    config = CLIPConfig(
+        text_config=text.to_dict(),
+        vision_config=vision.to_dict(),
+        projection_dim=sizes.hidden_size,
+        logit_scale_init_value=INITIAL_LOGIT_SCALE,
+    )
+    return CLIPModel(config)
+
+
+@dataclass(frozen=True)
+class _EncodedPairs:
+    """Every pair as tensors, computed once: images are preprocessed a single time even when
+    they come with several captions."""
+
+    pixels: torch.Tensor  # (n_images, 3, S, S)
+    token_ids: torch.Tensor  # (n_pairs, L) `<s> caption </s>` right-padded
+    attention: torch.Tensor  # (n_pairs, L)
+    image_index: torch.Tensor  # (n_pairs,) row of `pixels` each pair shows
+    caption_index: torch.Tensor  # (n_pairs,) equal for equal caption texts
+
+    def batch(self, rows: torch.Tensor):
+        """(ids, mask, pixel_values, positives) for the pairs at `rows`, padding trimmed."""
+        ids, mask = _trim(self.token_ids[rows], self.attention[rows])
+        pixel_values = self.pixels[self.image_index[rows]]  # (B, 3, S, S)
+        positives = _positive_mask(self.image_index[rows], self.caption_index[rows])  # (B, B)
+        return ids, mask, pixel_values, positives
+
+
+def _encode_pairs(images, image_of_pair, captions, processor, tokenizer) -> _EncodedPairs:
+    token_ids, attention = _tokenize_captions(captions, tokenizer)
+    return _EncodedPairs(
+        pixels=_preprocess(images, processor),
+        token_ids=token_ids,
+        attention=attention,
+        image_index=torch.tensor(image_of_pair),
+        caption_index=torch.tensor(_caption_classes(captions)),
+    )
+
+
+def _validate_pairs(pairs: Sequence[tuple]) -> tuple[list[int], list, list[str]]:
+    """Check every pair and load each distinct image (same path or same PIL object) once.
+
+    Returns, per pair, the index of its image among the distinct images; the distinct images
+    as RGB PIL images in order of first appearance; and the captions.
+    """
+    from PIL import Image
+
+    image_of_pair, images, captions, seen = [], [], [], {}
+    for index, pair in enumerate(pairs):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ValueError(f"CLIP pair {index}: expected (image, caption), got {pair!r:.80}")
+        image, caption = pair
+        if not isinstance(caption, str) or not caption.strip():
+            raise ValueError(
+                f"CLIP pair {index}: caption must be a non-empty string, got {caption!r}"
+            )
+        if isinstance(image, Image.Image):
+            key = ("pil", id(image))
+        elif isinstance(image, (str, Path)):
+            key = ("path", str(Path(image).resolve()))
+        else:
+            raise TypeError(
+                f"CLIP pair {index}: image must be a PIL image or a path, got {type(image).__name__}"
+            )
+        if key not in seen:
+            seen[key] = len(images)
+            images.append(_load_rgb(image, index))
+        image_of_pair.append(seen[key])
+        captions.append(caption)
+    if len(images) < 2:
+        raise ValueError(f"CLIP training needs at least 2 distinct images, got {len(images)}")
+    return image_of_pair, images, captions
+
+
+def _load_rgb(image, pair_index: int):
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    path = Path(image)
+    if not path.is_file():
+        raise FileNotFoundError(f"CLIP pair {pair_index}: image file not found: {path}")
+    try:
+        with Image.open(path) as opened:
+            return opened.convert("RGB")
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"CLIP pair {pair_index}: cannot read image {path}: {error}") from error
+
+
+def _caption_classes(captions: list[str]) -> list[int]:
+    """One integer per caption; captions equal up to case and surrounding space share it."""
+    classes: dict[str, int] = {}
+    return [classes.setdefault(caption.strip().lower(), len(classes)) for caption in captions]
+
+
+def _split_by_image(
+    image_of_pair: list[int], n_images: int, heldout_fraction: float, seed: int
+) -> tuple[list[int], list[int]]:
+    """Row indices of training and held-out pairs; an image's pairs all land on one side."""
+    if not 0 <= heldout_fraction < 1:
+        raise ValueError(f"heldout_fraction must be in [0, 1), got {heldout_fraction}")
+    count = round(n_images * heldout_fraction)
+    if heldout_fraction > 0:
+        count = min(max(count, 1), n_images - 1)
+    order = torch.randperm(n_images, generator=torch.Generator().manual_seed(seed + 1))
+    heldout = set(order[:count].tolist())
+    train_rows = [row for row, image in enumerate(image_of_pair) if image not in heldout]
+    heldout_rows = [row for row, image in enumerate(image_of_pair) if image in heldout]
+    return train_rows, heldout_rows
+
+
+def _preprocess(images: list, processor) -> torch.Tensor:
+    """All distinct images through the CLIP processor once, in chunks to bound memory spikes."""
+    chunks = [
+        processor(images=images[start : start + 256], return_tensors="pt")["pixel_values"]
+        for start in range(0, len(images), 256)
+    ]
+    return torch.cat(chunks)  # (n_images, 3, S, S)
+
+
+def _tokenize_captions(captions: list[str], tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+    """`<s> caption </s>` per caption, right-padded; the text tower pools at the `</s>`."""
+    rows = []
+    for caption in captions:
+        ids = tokenizer(caption, add_special_tokens=True)["input_ids"][: MAX_CAPTION_TOKENS - 1]
+        rows.append(ids + [tokenizer.eos_token_id])
+    length = max(len(ids) for ids in rows)
+    token_ids = torch.full((len(rows), length), tokenizer.pad_token_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), length), dtype=torch.long)
+    for row, ids in enumerate(rows):
+        token_ids[row, : len(ids)] = torch.tensor(ids)
+        attention[row, : len(ids)] = 1
+    return token_ids, attention
+
+
+def _trim(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop padding columns that no caption of this batch uses."""
+    length = int(mask.sum(dim=1).max())
+    return ids[:, :length], mask[:, :length]
+
+
+def _positive_mask(image_index: torch.Tensor, caption_index: torch.Tensor) -> torch.Tensor:
+    """(B, B) bool: pairs i, j match when they show the same image or say the same caption."""
+    same_image = image_index[:, None] == image_index[None, :]
+    same_caption = caption_index[:, None] == caption_index[None, :]
+    return same_image | same_caption
+
+
+def _multi_positive_infonce(
+    logits_per_image: torch.Tensor, positives: torch.Tensor
+) -> torch.Tensor:
+    """Symmetric InfoNCE whose target spreads evenly over every positive of a row.
+
+    logits_per_image: (B, B) scaled image-text similarities; positives: (B, B) bool, symmetric.
+    """
+    targets = positives.float() / positives.sum(dim=1, keepdim=True)  # (B, B)
+    image_to_text = F.cross_entropy(logits_per_image, targets)
+    text_to_image = F.cross_entropy(logits_per_image.t(), targets)
+    return (image_to_text + text_to_image) / 2
+
+
+class _EpochSampler:
+    """Batches drawn without replacement; reshuffles when the training pairs run out."""
+
+    def __init__(self, rows: list[int], batch_size: int, generator: torch.Generator):
+        if batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2 for contrastive training, got {batch_size}")
+        self.rows = torch.tensor(rows)
+        self.batch_size = min(batch_size, len(rows))
+        self.generator = generator
+        self.order = torch.empty(0, dtype=torch.long)
+
+    def next_batch(self) -> torch.Tensor:
+        if len(self.order) < self.batch_size:
+            self.order = self.rows[torch.randperm(len(self.rows), generator=self.generator)]
+        batch, self.order = self.order[: self.batch_size], self.order[self.batch_size :]
+        return batch
+
+
+@torch.no_grad()
+def _heldout_retrieval(
+    model, data: _EncodedPairs, heldout_rows: list[int], batch_size: int
+) -> tuple[float | None, float | None]:
+    """Image -> caption top-1 accuracy among batches of held-out pairs, and its chance level.
+
+    Chance is what picking a caption at random would score given the duplicate captions in
+    each batch, so the two numbers are directly comparable.
+    """
+    if len(heldout_rows) < 2:
+        return None, None
+    rows_all = torch.tensor(heldout_rows)
+    hits, chance, count = 0.0, 0.0, 0
+    for start in range(0, len(rows_all), batch_size):
+        rows = rows_all[start : start + batch_size]
+        if len(rows) < 2:
+            break
+        ids, mask, pixel_values, positives = data.batch(rows)
+        logits = model(
+            input_ids=ids, attention_mask=mask, pixel_values=pixel_values
+        ).logits_per_image
+        best = logits.argmax(dim=1)  # (B,)
+        hits += positives[torch.arange(len(rows)), best].float().sum().item()
+        chance += (positives.float().sum(dim=1) / len(rows)).sum().item()
+        count += len(rows)
+    return hits / count, chance / count

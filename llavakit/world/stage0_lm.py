@@ -1,0 +1,211 @@
+"""Train the synthetic world's "pretrained LLM": a tiny `LlamaForCausalLM` on the world's text.
+
+Vicuna arrives knowing the language its instructions and answers are written in; the world's
+LM learns the world's language (captions, descriptions, conversations in the chat templates)
+by plain next-token prediction on packed windows of text. The folder it writes holds the
+config, safetensors weights, generation config and tokenizer, like a Hugging Face LLM folder,
+so `AutoModelForCausalLM.from_pretrained` and `AutoTokenizer.from_pretrained` both read it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from llavakit.world.stage0_loop import LoopConfig, mean_of_tail, run_loop, seeded_and_threaded
+
+MAX_POSITIONS = 2048
+"""Context length written in the config (RoPE has no learnt positions; LLaVA-1.5 uses 2048)."""
+EVAL_WINDOWS = 32
+"""At most this many windows measure the train and held-out loss after training."""
+
+
+@dataclass(frozen=True)
+class LanguageModelSizes:
+    """Architecture of the tiny Llama; validated before anything trains."""
+
+    hidden_size: int
+    """Width of the residual stream and of the (tied) token embeddings."""
+    layers: int
+    """Decoder layers."""
+    heads: int
+    """Attention heads (as many key/value heads: no grouped-query attention at this size)."""
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by heads ({self.heads})"
+            )
+
+    @property
+    def mlp_size(self) -> int:
+        """SwiGLU width: Llama's 8/3 x hidden, rounded up to a multiple of 32."""
+        return math.ceil(8 * self.hidden_size / 3 / 32) * 32
+
+
+def train_language_model(
+    texts: Sequence[str],
+    tokenizer_dir: str | Path,
+    out_dir: str | Path,
+    hidden_size: int = 128,
+    layers: int = 4,
+    heads: int = 4,
+    steps: int = 200,
+    seq_len: int = 128,
+    batch_size: int = 8,
+    lr: float = 3e-3,
+    heldout_texts: Sequence[str] | None = None,
+    heldout_fraction: float = 0.05,
+    seed: int = 0,
+    time_budget_s: float | None = None,
+    progress: bool = True,
+    threads: int | None = 1,
+) -> dict:
+    """Train a tiny Llama causal LM on `texts` and save model + tokenizer to `out_dir`.
+
+    Each text becomes `<s> text </s>`; the texts are packed into one token stream and the model
+    learns on random windows of `seq_len` tokens. Held-out loss is measured on `heldout_texts`
+    when given (e.g. the world's eval split), otherwise on a `heldout_fraction` of `texts` set
+    aside by the seed. Returns the metrics, also written to `out_dir/stage0_metrics.json`.
+
+    `time_budget_s` stops training after that many seconds (the cosine schedule follows whichever
+    of steps or time runs out first). `threads` sets torch's thread count for the run and is
+    restored afterwards (None keeps it). It is 1 by default: at these widths a second thread
+    gains at most about 2x on an idle 2-core machine, but costs 3-5x when another process
+    holds a core.
+    """
+    from transformers import AutoTokenizer
+
+    sizes = LanguageModelSizes(hidden_size, layers, heads)
+    if seq_len < 2:
+        raise ValueError(f"seq_len must be >= 2, got {seq_len}")
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    train_texts, eval_texts = _split_texts(
+        _checked(texts, "texts"), heldout_texts, heldout_fraction, seed
+    )
+    train_stream = _pack(train_texts, tokenizer)  # (n_train_tokens,)
+    heldout_stream = _pack(eval_texts, tokenizer) if eval_texts else None
+    if len(train_stream) < seq_len:
+        raise ValueError(
+            f"training text has {len(train_stream)} tokens, fewer than seq_len = {seq_len}; "
+            "give more text or a shorter seq_len"
+        )
+
+    with seeded_and_threaded(seed, threads):
+        model = _build_llama(sizes, tokenizer)
+        generator = torch.Generator().manual_seed(seed)
+
+        def compute_loss(step: int) -> torch.Tensor:
+            high = len(train_stream) - seq_len + 1
+            starts = torch.randint(0, high, (batch_size,), generator=generator).tolist()
+            windows = torch.stack([train_stream[s : s + seq_len] for s in starts])  # (B, seq_len)
+            return model(input_ids=windows, labels=windows).loss  # the model shifts labels
+
+        loop = LoopConfig(
+            steps=steps,
+            peak_lr=lr,
+            time_budget_s=time_budget_s,
+            progress=progress,
+            description="stage 0: language model",
+        )
+        result = run_loop(model, compute_loss, loop)
+        train_loss = _stream_loss(model, train_stream, seq_len)
+        heldout_loss = (
+            _stream_loss(model, heldout_stream, seq_len) if heldout_stream is not None else None
+        )
+
+    metrics = {
+        "steps": result.steps,
+        "seconds": round(result.seconds, 2),
+        "stopped_by_budget": result.stopped_by_budget,
+        "loss_first": result.losses[0],
+        "loss_final": mean_of_tail(result.losses),
+        "losses": result.losses,
+        "train_loss": train_loss,
+        "heldout_loss": heldout_loss,
+        "n_train_texts": len(train_texts),
+        "n_heldout_texts": len(eval_texts),
+        "n_train_tokens": len(train_stream),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    (out_dir / "stage0_metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    return metrics
+
+
+def _build_llama(sizes: LanguageModelSizes, tokenizer):
+    """A freshly initialised Llama over the world's tokenizer, embeddings tied to the output."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=sizes.hidden_size,
+        intermediate_size=sizes.mlp_size,
+        num_hidden_layers=sizes.layers,
+        num_attention_heads=sizes.heads,
+        num_key_value_heads=sizes.heads,
+        max_position_embeddings=MAX_POSITIONS,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return LlamaForCausalLM(config)
+
+
+def _checked(texts: Sequence[str] | None, name: str) -> list[str]:
+    """The texts as a list, refusing anything that is not a non-empty string."""
+    if texts is None or isinstance(texts, str):
+        raise TypeError(f"{name}: expected a sequence of strings, got {type(texts).__name__}")
+    checked = list(texts)
+    for index, text in enumerate(checked):
+        if not isinstance(text, str) or not text:
+            raise ValueError(f"{name}[{index}]: expected a non-empty string, got {text!r:.80}")
+    if not checked:
+        raise ValueError(f"{name}: no texts given")
+    return checked
+
+
+def _split_texts(
+    texts: list[str], heldout_texts: Sequence[str] | None, heldout_fraction: float, seed: int
+) -> tuple[list[str], list[str]]:
+    """Training texts and held-out texts: the given held-out set, or a seeded random share."""
+    if heldout_texts is not None:
+        return texts, _checked(heldout_texts, "heldout_texts")
+    if not 0 <= heldout_fraction < 1:
+        raise ValueError(f"heldout_fraction must be in [0, 1), got {heldout_fraction}")
+    count = min(round(len(texts) * heldout_fraction), len(texts) - 1)
+    order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(seed + 1)).tolist()
+    heldout = set(order[:count])
+    return (
+        [text for index, text in enumerate(texts) if index not in heldout],
+        [text for index, text in enumerate(texts) if index in heldout],
+    )
+
+
+def _pack(texts: list[str], tokenizer) -> torch.Tensor:
+    """`<s> text </s>` for every text, concatenated into one stream of token ids."""
+    encoded = tokenizer(texts, add_special_tokens=True)["input_ids"]
+    eos = tokenizer.eos_token_id
+    return torch.tensor([token for ids in encoded for token in (*ids, eos)], dtype=torch.long)
+
+
+@torch.no_grad()
+def _stream_loss(model, stream: torch.Tensor, seq_len: int) -> float | None:
+    """Mean next-token loss over windows spread evenly along `stream`."""
+    length = min(seq_len, len(stream))
+    if length < 2:
+        return None
+    count = min(EVAL_WINDOWS, len(stream) // length)
+    starts = torch.linspace(0, len(stream) - length, count).long().tolist()
+    batch = torch.stack([stream[start : start + length] for start in starts])  # (count, length)
+    return float(model(input_ids=batch, labels=batch).loss)

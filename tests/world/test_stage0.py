@@ -1,0 +1,240 @@
+"""Stage 0: the world's tokenizer, tiny CLIP and tiny Llama train, and load like HF checkpoints."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from llavakit.world.stage0 import train_clip, train_language_model, train_tokenizer
+from llavakit.world.stage0_loop import LoopConfig, lr_at
+
+COLOURS = {
+    "red": (220, 30, 30),
+    "green": (30, 170, 50),
+    "blue": (40, 60, 220),
+    "yellow": (235, 215, 30),
+}
+CAPTIONS = [
+    "a red circle is left of a blue square.",
+    "two green triangles sit on a white table.",
+    "the yellow sign says OPEN 24 hours!",
+    "three blue squares and one red circle.",
+    "USER: What colour is the circle? ASSISTANT: The circle is red.</s>",
+    "###Human: How many objects?###Assistant: There are 3 objects.###",
+]
+HELDOUT_CAPTIONS = [
+    "a green circle is left of a red square.",
+    "two yellow triangles sit on a table.",
+]
+WORLD_TEXT = [
+    *CAPTIONS,
+    "Describe the image in detail.\nThe image shows 2 objects: a red circle (left) and a blue square.",
+    "USER: <image>\nWhat is written on the poster? ASSISTANT: SALE 50% off</s>",
+    'The label reads "FRESH MILK", and the price is 3.99.',
+]
+
+
+def shape_image(colour: str, rng: random.Random, size: int = 40) -> Image.Image:
+    """A square of one colour at a random place and size on a random light background."""
+    background = tuple(rng.randint(200, 255) for _ in range(3))
+    image = Image.new("RGB", (size, size), background)
+    side = rng.randint(size // 3, size // 2)
+    x, y = rng.randint(0, size - side), rng.randint(0, size - side)
+    ImageDraw.Draw(image).rectangle([x, y, x + side, y + side], fill=COLOURS[colour])
+    return image
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tokenizer")
+    corpus = WORLD_TEXT * 20 + [f"a {colour} square" for colour in COLOURS] * 20
+    train_tokenizer(corpus, out, vocab_size=400)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained_clip(tokenizer_dir, tmp_path_factory):
+    rng = random.Random(0)
+    pairs = [
+        (shape_image(colour, rng), f"a {colour} square") for _ in range(40) for colour in COLOURS
+    ]
+    out = tmp_path_factory.mktemp("clip")
+    metrics = train_clip(
+        pairs,
+        tokenizer_dir,
+        out,
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        vision_layers=2,
+        text_layers=1,
+        heads=2,
+        steps=60,
+        batch_size=16,
+        lr=3e-3,
+        heldout_fraction=0.2,
+        progress=False,
+        threads=1,
+    )
+    return out, metrics
+
+
+@pytest.fixture(scope="module")
+def trained_lm(tokenizer_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("lm")
+    metrics = train_language_model(
+        CAPTIONS,
+        tokenizer_dir,
+        out,
+        hidden_size=64,
+        layers=2,
+        heads=2,
+        steps=120,
+        seq_len=32,
+        batch_size=8,
+        lr=3e-3,
+        heldout_texts=HELDOUT_CAPTIONS,
+        progress=False,
+        threads=1,
+    )
+    return out, metrics
+
+
+def test_tokenizer_round_trips_world_text_and_prepends_bos(tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    assert (tokenizer.pad_token_id, tokenizer.unk_token_id) == (0, 1)
+    assert (tokenizer.bos_token_id, tokenizer.eos_token_id) == (2, 3)
+    unseen = ["  Two spaces, a tab\tand trailing newline\n", "Ünïcödé ✓ 12345 #1!?"]
+    for text in [*WORLD_TEXT, *unseen]:
+        ids = tokenizer(text)["input_ids"]
+        assert ids[0] == tokenizer.bos_token_id
+        assert tokenizer.decode(ids[1:]) == text
+        assert tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"]) == text
+
+
+def test_tokenizer_keeps_specials_whole_words_intact_and_digits_apart(tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    ids = tokenizer("is red.</s>USER:", add_special_tokens=False)["input_ids"]
+    assert tokenizer.eos_token_id in ids
+    assert tokenizer.decode(ids, skip_special_tokens=True) == "is red.USER:"
+    assert tokenizer.tokenize(" circle square") == ["Ġcircle", "Ġsquare"]
+    assert tokenizer.tokenize("24") == ["2", "4"]
+    config = json.loads((tokenizer_dir / "tokenizer_config.json").read_text())
+    assert config["tokenizer_class"] == "PreTrainedTokenizerFast"
+    assert config["add_bos_token"] is True
+
+
+def test_tokenizer_rejects_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="vocab_size"):
+        train_tokenizer(["a"], tmp_path, vocab_size=100)
+    with pytest.raises(TypeError, match="item 1"):
+        train_tokenizer(["a", 3], tmp_path, vocab_size=300)
+
+
+def test_clip_learns_colours_and_beats_chance_on_heldout_images(trained_clip):
+    _, metrics = trained_clip
+    assert metrics["steps"] == 60 and not metrics["stopped_by_budget"]
+    assert metrics["loss_final"] < 0.6 * metrics["loss_first"]
+    assert metrics["n_heldout_pairs"] == 32
+    assert metrics["retrieval_chance"] < 0.35
+    assert metrics["retrieval_top1"] >= 0.85
+
+
+def test_clip_folder_loads_like_openai_clip(trained_clip, tokenizer_dir):
+    from transformers import (
+        AutoTokenizer,
+        CLIPImageProcessor,
+        CLIPModel,
+        CLIPVisionModel,
+    )
+
+    out, _ = trained_clip
+    vision, info = CLIPVisionModel.from_pretrained(out, output_loading_info=True)
+    assert not info["missing_keys"]
+    processor = CLIPImageProcessor.from_pretrained(out)
+    assert list(processor.image_mean) == pytest.approx([0.48145466, 0.4578275, 0.40821073])
+    image = shape_image("blue", random.Random(5), size=57)
+    pixels = processor(images=image, return_tensors="pt")["pixel_values"]
+    assert pixels.shape == (1, 3, 32, 32)
+    with torch.no_grad():
+        hidden = vision(pixel_values=pixels, output_hidden_states=True).hidden_states
+    assert len(hidden) == 3 and hidden[-2].shape == (1, 1 + 16, 32)  # CLS + (32/8)^2 patches
+
+    clip = CLIPModel.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert len(tokenizer) == len(AutoTokenizer.from_pretrained(tokenizer_dir))
+    captions = [f"a {colour} square</s>" for colour in COLOURS]
+    text = tokenizer(captions, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = clip(**text, pixel_values=pixels).logits_per_image  # (1, 4)
+    assert captions[logits.argmax().item()] == "a blue square</s>"
+
+
+def test_clip_reports_bad_pairs_by_index(tokenizer_dir, tmp_path):
+    image = Image.new("RGB", (8, 8))
+    with pytest.raises(FileNotFoundError, match="pair 1"):
+        train_clip([(image, "a"), (tmp_path / "missing.png", "b")], tokenizer_dir, tmp_path)
+    with pytest.raises(ValueError, match="pair 0: caption"):
+        train_clip([(image, " "), (image.copy(), "b")], tokenizer_dir, tmp_path)
+    with pytest.raises(ValueError, match="at least 2 distinct images"):
+        train_clip([(image, "a"), (image, "b")], tokenizer_dir, tmp_path)
+
+
+def test_clip_accepts_image_paths(tokenizer_dir, tmp_path):
+    paths = []
+    for index, colour in enumerate(COLOURS):
+        path = tmp_path / f"{index}.png"
+        shape_image(colour, random.Random(index)).save(path)
+        paths.append((path, f"a {colour} square"))
+    metrics = train_clip(
+        paths, tokenizer_dir, tmp_path / "clip", image_size=16, hidden_size=16, vision_layers=1,
+        text_layers=1, heads=1, steps=2, batch_size=4, heldout_fraction=0, threads=1,
+        progress=False,
+    )  # fmt: skip
+    assert metrics["n_images"] == 4 and metrics["retrieval_top1"] is None
+
+
+def test_language_model_memorises_captions_and_loads_like_an_hf_llm(trained_lm):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out, metrics = trained_lm
+    assert metrics["loss_final"] < 0.25 * metrics["loss_first"]
+    assert metrics["heldout_loss"] is not None and metrics["n_heldout_texts"] == 2
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert model.config.model_type == "llama" and model.config.tie_word_embeddings
+    for caption in CAPTIONS[:4]:
+        prefix = " ".join(caption.split()[:2])
+        inputs = tokenizer(prefix, return_tensors="pt")
+        generated = model.generate(**inputs, max_new_tokens=24, do_sample=False)[0]
+        assert tokenizer.decode(generated, skip_special_tokens=True) == caption
+        assert generated[-1].item() == tokenizer.eos_token_id
+
+
+def test_language_model_is_seeded_and_honours_time_budget(tokenizer_dir, tmp_path):
+    tiny = dict(
+        hidden_size=16, layers=1, heads=1, seq_len=16, batch_size=2, progress=False, threads=1
+    )
+    first = train_language_model(WORLD_TEXT, tokenizer_dir, tmp_path / "a", steps=3, **tiny)
+    again = train_language_model(WORLD_TEXT, tokenizer_dir, tmp_path / "b", steps=3, **tiny)
+    assert first["losses"] == again["losses"]
+    budgeted = train_language_model(
+        WORLD_TEXT, tokenizer_dir, tmp_path / "c", steps=100_000, time_budget_s=0.3, **tiny
+    )
+    assert budgeted["stopped_by_budget"] and 1 <= budgeted["steps"] < 100_000
+
+
+def test_learning_rate_warms_up_then_decays_to_its_floor():
+    config = LoopConfig(steps=100, peak_lr=1.0, warmup_fraction=0.1, min_lr_fraction=0.1)
+    assert lr_at(0.05, config) == pytest.approx(0.5)
+    assert lr_at(0.1, config) == pytest.approx(1.0)
+    assert lr_at(0.55, config) == pytest.approx(0.55)
+    assert lr_at(1.0, config) == pytest.approx(0.1)
