@@ -1,7 +1,14 @@
+import os
 import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+# Tiny models run fastest on one thread, and a busy 2-core machine makes a second thread
+# many times slower; subprocesses started by tests inherit the setting.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 sys.path.insert(0, str(Path(__file__).parent))
 

@@ -87,3 +87,9 @@ def test_prompt_batch_is_left_padded(tiny_model_config):
     batch = processor.prompt_batch([short, long], [[RED], [RED]])
     assert batch["attention_mask"][0, 0] == 0 and batch["attention_mask"][0, -1] == 1
     assert batch["pixel_values"].shape[0] == 2
+
+
+def test_prompt_longer_than_max_length_is_refused(processor):
+    long_question = [{"role": "user", "content": "<image>\n" + "word " * 300}]
+    with pytest.raises(SampleError, match="longer than the model's max_length=128"):
+        processor.encode(long_question, [RED], add_generation_prompt=True)

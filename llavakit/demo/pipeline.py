@@ -152,6 +152,8 @@ def make_stage0(out: Path, sizes: DemoSizes) -> dict:
         vision_layers=sizes.clip_layers,
         steps=sizes.clip_steps,
         seed=sizes.seed,
+        time_budget_s=sizes.clip_budget_s,
+        threads=None,
     )
     lm_texts = [f"USER: {q} ASSISTANT: {a}" for q, a in _pairs(texts)] + texts
     rng.shuffle(lm_texts)
@@ -163,6 +165,8 @@ def make_stage0(out: Path, sizes: DemoSizes) -> dict:
         layers=sizes.lm_layers,
         steps=sizes.lm_steps,
         seed=sizes.seed,
+        time_budget_s=sizes.lm_budget_s,
+        threads=None,
     )
     return {"clip": _scalars(clip), "llm": _scalars(lm)}
 
@@ -213,12 +217,19 @@ def stage_recipe(out: Path, sizes: DemoSizes, stage: str, tag: str, sources: lis
 def train_stage(out: Path, sizes: DemoSizes, stage: str, tag: str, sources: list[str], init_from=None) -> dict:
     import shutil
 
+    from llavakit.train.callbacks import TimeBudget
     from llavakit.train.run import train
 
     shutil.rmtree(out / tag, ignore_errors=True)
-    folder = train(stage_recipe(out, sizes, stage, tag, sources, init_from))
+    seconds = sizes.stage1_budget_s if stage == "align" else sizes.stage2_budget_s
+    budget = [TimeBudget(seconds)] if seconds else []
+    folder = train(stage_recipe(out, sizes, stage, tag, sources, init_from), callbacks=budget)
     history = json.loads((folder / "loss_history.json").read_text())
-    return {"checkpoint": str(folder), "loss": history}
+    return {
+        "checkpoint": str(folder),
+        "loss": history,
+        "stopped_by_budget": bool(budget and budget[0].stopped),
+    }
 
 
 def evaluate(out: Path, sizes: DemoSizes, checkpoint: str, tag: str) -> dict:

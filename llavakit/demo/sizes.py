@@ -20,19 +20,24 @@ class DemoSizes:
     patch_size: int = 12
     clip_width: int = 128
     clip_layers: int = 4
-    clip_steps: int = 500
-    lm_width: int = 192
+    clip_steps: int = 200
+    lm_width: int = 128
     lm_layers: int = 4
-    lm_steps: int = 500
+    lm_steps: int = 150
     vocab_size: int = 1500
-    stage1_epochs: float = 2.0
+    stage1_epochs: float = 1.0
     stage1_lr: float = 2e-3
-    stage2_epochs: float = 3.0
+    stage2_epochs: float = 1.0
     stage2_lr: float = 1e-3
     batch_size: int = 32
     max_length: int = 320
     eval_per_category: int = 40
     """Benchmark questions per category (0 = all)."""
+    clip_budget_s: float | None = 80
+    lm_budget_s: float | None = 40
+    stage1_budget_s: float | None = 60
+    stage2_budget_s: float | None = 240
+    """Wall-clock caps per training step, so a slow machine still finishes near the budget."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,16 +64,28 @@ SMOKE = replace(
     batch_size=16,
     max_length=256,
     eval_per_category=4,
+    clip_budget_s=None,
+    lm_budget_s=None,
+    stage1_budget_s=None,
+    stage2_budget_s=None,
 )
 
 
 def for_budget(minutes: float) -> DemoSizes:
-    """Scale the training work to a time budget (the default preset is tuned for 10 minutes)."""
-    scale = max(0.2, min(3.0, minutes / 10.0))
+    """Scale the training work and its wall-clock caps to a budget (defaults fit 10 minutes)."""
+    scale = max(0.2, min(6.0, minutes / 10.0))
+
+    def cap(seconds: float | None) -> float | None:
+        return None if seconds is None else seconds * scale
+
     return replace(
         DEFAULT,
         clip_steps=round(DEFAULT.clip_steps * scale),
         lm_steps=round(DEFAULT.lm_steps * scale),
         stage1_epochs=DEFAULT.stage1_epochs * scale,
         stage2_epochs=DEFAULT.stage2_epochs * scale,
+        clip_budget_s=cap(DEFAULT.clip_budget_s),
+        lm_budget_s=cap(DEFAULT.lm_budget_s),
+        stage1_budget_s=cap(DEFAULT.stage1_budget_s),
+        stage2_budget_s=cap(DEFAULT.stage2_budget_s),
     )
