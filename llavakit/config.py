@@ -18,6 +18,29 @@ import yaml
 
 
 @dataclass
+class HighresSettings:
+    """LLaVAR's high-resolution variant: a second vision encoder reads a grid of crops of the image
+    and its patch features are the keys/values of cross-attention blocks placed after
+    self-attention in decoder layers. The main tower and its projected tokens are unchanged."""
+
+    grid: int = 4
+    """Crops per side of the high-resolution view: the image, padded to a square, is resized to
+    `grid` times the encoder's input size and cut into grid x grid crops (4 x 224 px = 896 px)."""
+    encoder: str | None = None
+    """Folder of the CLIP/SigLIP checkpoint that encodes the crops; None = a copy of the main
+    vision tower. It must normalise pixels as the main tower does (all CLIP towers do)."""
+    select_layer: int = -2
+    """Hidden-state index of the high-resolution encoder whose patch features are used."""
+    layers: list[int] | None = None
+    """Decoder layers (0-based) that get a cross-attention block; None = every `every`-th layer
+    from layer 0. A built model records the resolved list."""
+    every: int = 1
+    """With `layers` unset: blocks in layers 0, every, 2 * every, ..."""
+    num_heads: int | None = None
+    """Cross-attention heads; None = the language model's own attention head count."""
+
+
+@dataclass
 class ModelConfig:
     """The architecture of a LLaVA model; saved inside every checkpoint so it can be rebuilt."""
 
@@ -52,6 +75,9 @@ class ModelConfig:
     """Attention kernel for the language model: sdpa, eager or flash_attention_2."""
     load_in_bits: int | None = None
     """Load the language model quantised to 4 or 8 bits through bitsandbytes (GPU only, for QLoRA)."""
+    highres: HighresSettings | None = None
+    """LLaVAR's high-resolution branch (cross-attention to a second encoder's crop features);
+    None for plain LLaVA."""
 
 
 @dataclass
@@ -80,6 +106,10 @@ class DataConfig:
     """Batch image and text-only samples apart, sorted by length within mega-batches (LLaVA-1.5)."""
     num_workers: int = 0
     """DataLoader worker processes."""
+    feature_cache: str | None = None
+    """Folder for cached vision-tower features (frozen tower only): each image's selected
+    features are computed once, stored as sharded safetensors keyed by image content, tower
+    weights, select layer/feature and preprocessing, and fed instead of pixels."""
 
 
 @dataclass
@@ -142,6 +172,16 @@ class TrainConfig:
     save_frozen: str = "auto"
     """Final checkpoint: `copy` every component, `reference` frozen ones by path, `auto` = reference in align."""
     torch_compile: bool = False
+    """Compile the model with torch.compile (transformers' Trainer does the wrapping)."""
+    packing: bool = False
+    """Pack each batch's samples, with their images, into as few rows as fit `packing_length`
+    (first-fit decreasing); attention stays inside each sample, the loss is unchanged."""
+    packing_length: int | None = None
+    """Tokens per packed row; defaults to model.max_length. Longer rows mean fewer rows; with
+    SDPA/eager attention each row costs its full length squared, with flash attention it does not."""
+    trained_logits_only: bool = True
+    """Compute vocabulary logits only where a token is trained (same loss, less time and memory;
+    image placeholders, prompts and padding get none)."""
 
 
 @dataclass

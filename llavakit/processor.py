@@ -22,8 +22,10 @@ from llavakit.image import (
     ImageProcessorConfig,
     anyres_feature_count,
     anyres_tiles,
+    expand_to_square,
     parse_grid_pinpoints,
     preprocess,
+    to_pixel_values,
 )
 
 IMAGE_TOKEN = "<image>"
@@ -47,6 +49,8 @@ class EncodedSample:
     image_sizes: list[tuple[int, int]] = field(default_factory=list)
     """Original (height, width) of each image kept."""
     truncated: bool = False
+    highres_pixel_values: np.ndarray | None = None
+    """[n_images * grid^2, 3, S', S']: LLaVAR high-res crops of each image (model.highres only)."""
 
 
 @dataclass
@@ -56,6 +60,8 @@ class VisionGeometry:
     image_size: int
     patch_size: int
     features_per_crop: int
+    highres_crop_size: int | None = None
+    """Input side of the LLaVAR high-res encoder, when the model has one."""
 
 
 class LlavaProcessor:
@@ -116,6 +122,22 @@ class LlavaProcessor:
                 )
         return np.concatenate(crops, axis=0)
 
+    def preprocess_highres(self, images: Sequence[Image.Image]) -> np.ndarray | None:
+        """[n_images * grid^2, 3, S', S'] LLaVAR high-res crops, or None without a high-res branch."""
+        settings = self.model_config.highres
+        if settings is None or not images:
+            return None
+        if self.geometry.highres_crop_size is None:
+            raise ValueError("the model config has `highres` but the geometry no highres_crop_size")
+        return np.concatenate(
+            [
+                highres_crops(
+                    image, self.image_config, settings.grid, self.geometry.highres_crop_size
+                )
+                for image in images
+            ]
+        )
+
     # ---- text ------------------------------------------------------------------------------
     def encode(
         self,
@@ -138,6 +160,12 @@ class LlavaProcessor:
         limit = max_length or self.model_config.max_length
         truncated = len(ids) > limit
         n_kept = len(images)
+        if truncated and add_generation_prompt:
+            # Cutting a prompt would cut the assistant prefix the answer must follow.
+            raise SampleError(
+                f"the prompt is {len(ids)} tokens (images included), longer than the "
+                f"model's max_length={limit}"
+            )
         if truncated:
             cut, wrap = limit, 1 if self.wrap_ids else 0
             for index, (start, end) in enumerate(spans):
@@ -152,7 +180,8 @@ class LlavaProcessor:
                     f"(sample is {len(encoded.input_ids)} text tokens + images)"
                 )
         pixel_values = self.preprocess_images(images[:n_kept]) if n_kept else None
-        return EncodedSample(ids, labels, pixel_values, sizes[:n_kept], truncated)
+        highres = self.preprocess_highres(images[:n_kept])
+        return EncodedSample(ids, labels, pixel_values, sizes[:n_kept], truncated, highres)
 
     def _expand(self, ids: list[int], labels: list[int], sizes: list[tuple[int, int]]):
         """Replace each <image> id by its placeholders; returns ids, labels, image spans."""
@@ -228,4 +257,27 @@ def collate_samples(
         batch["image_sizes"] = torch.tensor(
             [size for s in samples for size in s.image_sizes], dtype=torch.long
         )
+    highres = [s.highres_pixel_values for s in samples if s.highres_pixel_values is not None]
+    if highres:
+        batch["highres_pixel_values"] = torch.from_numpy(np.concatenate(highres, axis=0))
     return batch
+
+
+def highres_crops(
+    image: Image.Image, cfg: ImageProcessorConfig, grid: int, crop_size: int
+) -> np.ndarray:
+    """LLaVAR's high-resolution view of one RGB image: float32 [grid^2, 3, crop, crop], row-major.
+
+    The image is padded to a square with the mean colour (nothing is cut off, as in LLaVA-1.5's
+    `pad`), resized to grid * crop_size pixels a side and cut into grid x grid crops, each
+    normalised as the main tower's pixels are.
+    """
+    side = grid * crop_size
+    square = expand_to_square(image, cfg.pad_color).resize((side, side), resample=cfg.resample)
+    return np.stack(
+        [
+            to_pixel_values(square.crop((left, top, left + crop_size, top + crop_size)), cfg)
+            for top in range(0, side, crop_size)
+            for left in range(0, side, crop_size)
+        ]
+    )

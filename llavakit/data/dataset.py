@@ -12,6 +12,8 @@ from torch.utils.data import Dataset
 
 from llavakit.config import DataConfig
 from llavakit.conversation import messages_from_llava
+from llavakit.data.feature_cache import FeatureCache, FeatureSample, cached_sample, content_hash
+from llavakit.data.packing import vision_inputs
 from llavakit.data.records import (
     DataError,
     RecordProblem,
@@ -97,7 +99,11 @@ def _weighted(entries: list[Entry], weight: float, rng: random.Random) -> list[E
 
 
 class LlavaDataset(Dataset):
-    """Renders a record on access; reports (and optionally skips) samples that cannot be encoded."""
+    """Renders a record on access; reports (and optionally skips) samples that cannot be encoded.
+
+    With a `feature_cache` (a filled FeatureCache), samples carry the images' cached tower
+    features (FeatureSample.vision_features) instead of pixels.
+    """
 
     def __init__(
         self,
@@ -105,11 +111,13 @@ class LlavaDataset(Dataset):
         processor: LlavaProcessor,
         max_length: int | None = None,
         skip_bad_records: bool = False,
+        feature_cache: FeatureCache | None = None,
     ):
         self.entries = entries
         self.processor = processor
         self.max_length = max_length
         self.skip_bad_records = skip_bad_records
+        self.feature_cache = feature_cache
         self.n_failed = 0
 
     def __len__(self) -> int:
@@ -118,9 +126,16 @@ class LlavaDataset(Dataset):
     def encode(self, index: int) -> EncodedSample:
         entry = self.entries[index]
         try:
-            images = [load_image(entry.image_folder / name) for name in record_images(entry.record)]
             messages = messages_from_llava(entry.record["conversations"])
-            return self.processor.encode(messages, images, max_length=self.max_length)
+            paths = [entry.image_folder / name for name in record_images(entry.record)]
+            if self.feature_cache is None:
+                images = [load_image(path) for path in paths]
+                return self.processor.encode(messages, images, max_length=self.max_length)
+            files = [path.read_bytes() for path in paths]
+            images = [load_image(data) for data in files]
+            sample = self.processor.encode(messages, images, max_length=self.max_length)
+            keys = [content_hash(data) for data in files]
+            return cached_sample(sample, keys, self.feature_cache)
         except (SampleError, ValueError, OSError) as error:
             raise SampleError(
                 f"{entry.file} record #{entry.index} (id={entry.record_id}): {error}"
@@ -157,4 +172,7 @@ class Collator:
     def __call__(self, samples: list[EncodedSample]):
         from llavakit.processor import collate_samples
 
-        return collate_samples(samples, self.pad_token_id, padding_side="right")
+        batch = collate_samples(samples, self.pad_token_id, padding_side="right")
+        if any(isinstance(s, FeatureSample) for s in samples):
+            batch.update(vision_inputs(samples))
+        return batch

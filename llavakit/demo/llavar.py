@@ -53,7 +53,7 @@ def make_conversations(out: Path, sizes: DemoSizes, captioner_checkpoint: str) -
         run_conversations,
     )
 
-    captioner = engine_captioner(captioner_checkpoint, device="cpu")
+    captioner = engine_captioner(captioner_checkpoint, max_new_tokens=32, device="cpu")
     report = run_conversations(
         ConversationOptions(
             out=out / "data" / "llavar.json",

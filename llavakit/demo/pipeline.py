@@ -207,6 +207,7 @@ def stage_recipe(out: Path, sizes: DemoSizes, stage: str, tag: str, sources: lis
         warmup_ratio=0.03,
         lr_scheduler="cosine",
         logging_steps=5,
+        packing=True,
         save_steps=100_000,
         resume=False,
         seed=sizes.seed,

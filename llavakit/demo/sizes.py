@@ -20,23 +20,23 @@ class DemoSizes:
     patch_size: int = 12
     clip_width: int = 128
     clip_layers: int = 4
-    clip_steps: int = 200
+    clip_steps: int = 500
     lm_width: int = 128
     lm_layers: int = 4
     lm_steps: int = 150
     vocab_size: int = 1500
     stage1_epochs: float = 1.0
     stage1_lr: float = 2e-3
-    stage2_epochs: float = 1.0
+    stage2_epochs: float = 3.0
     stage2_lr: float = 1e-3
     batch_size: int = 32
     max_length: int = 320
     eval_per_category: int = 40
     """Benchmark questions per category (0 = all)."""
-    clip_budget_s: float | None = 80
+    clip_budget_s: float | None = 100
     lm_budget_s: float | None = 40
     stage1_budget_s: float | None = 60
-    stage2_budget_s: float | None = 240
+    stage2_budget_s: float | None = 330
     """Wall-clock caps per training step, so a slow machine still finishes near the budget."""
 
     def to_dict(self) -> dict:

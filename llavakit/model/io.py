@@ -3,6 +3,8 @@
 A llavakit checkpoint is a folder:
     config.json              {"format": "llavakit", "model": ModelConfig, "geometry": ...}
     projector.safetensors    projector (+ AnyRes image_newline) weights
+    highres.safetensors      LLaVAR high-res cross-attention blocks and crop embeddings
+    highres_encoder/         HF folder of the high-res encoder, when copied and not the tower's
     vision_tower/            HF folder of the tower, when copied
     language_model/          HF folder of the LLM, when copied
     tokenizer files          with <image> (and <im_start>/<im_end>) added
@@ -23,8 +25,9 @@ from safetensors.torch import load_file, save_file
 from tokenizers import AddedToken
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from llavakit.config import ConfigError, ModelConfig, from_dict
-from llavakit.image import ImageProcessorConfig
+from llavakit.config import ConfigError, HighresSettings, ModelConfig, from_dict
+from llavakit.image import PREPROCESSOR_FILE, ImageProcessorConfig
+from llavakit.model.highres import HighresBranch, HighresError, build_highres
 from llavakit.model.llava import LlavaModel
 from llavakit.model.projector import build_projector
 from llavakit.model.vision import VisionTower
@@ -39,6 +42,8 @@ from llavakit.processor import (
 CHECKPOINT_FORMAT = "llavakit"
 CONFIG_NAME = "config.json"
 PROJECTOR_WEIGHTS = "projector.safetensors"
+HIGHRES_WEIGHTS = "highres.safetensors"
+HIGHRES_ENCODER = "highres_encoder"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -139,6 +144,14 @@ def assemble(
         newline = torch.nn.Parameter(
             torch.randn(text_dim, dtype=torch_dtype(config.dtype)) / text_dim**0.5
         )
+    image_config = ImageProcessorConfig.from_pretrained(image_config_folder)
+    highres = None
+    if config.highres is not None:
+        _check_highres_preprocessing(config.highres, image_config)
+        highres, resolved = build_highres(
+            config.highres, tower, language_model, torch_dtype(config.dtype)
+        )
+        config = dataclasses.replace(config, highres=resolved)
     model = LlavaModel(
         config,
         tower,
@@ -146,10 +159,33 @@ def assemble(
         language_model,
         tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
         newline,
+        highres,
     )
-    image_config = ImageProcessorConfig.from_pretrained(image_config_folder)
-    geometry = VisionGeometry(tower.image_size, tower.patch_size, tower.num_features)
+    geometry = VisionGeometry(
+        tower.image_size,
+        tower.patch_size,
+        tower.num_features,
+        highres.encoder.image_size if highres is not None else None,
+    )
     return model, LlavaProcessor(tokenizer, image_config, config, geometry)
+
+
+def _check_highres_preprocessing(settings: HighresSettings, image_config: ImageProcessorConfig):
+    """The high-res crops are normalised as the main tower's pixels: refuse an encoder that
+    declares other statistics (its crop size is read from its own config)."""
+    if not settings.encoder:
+        return
+    path = Path(settings.encoder) / PREPROCESSOR_FILE
+    if not path.is_file():
+        return
+    own = ImageProcessorConfig.from_pretrained(settings.encoder)
+    fields = ("image_mean", "image_std", "rescale_factor")
+    if any(getattr(own, name) != getattr(image_config, name) for name in fields):
+        raise ConfigError(
+            f"{path}: the high-res encoder normalises pixels with mean {own.image_mean}, std "
+            f"{own.image_std}, but the main tower uses {image_config.image_mean}, "
+            f"{image_config.image_std}; llavakit feeds both the same normalisation"
+        )
 
 
 def build_model(config: ModelConfig) -> tuple[LlavaModel, LlavaProcessor]:
@@ -196,6 +232,8 @@ def save_checkpoint(
         config.language_model = str(Path(model.config.language_model).resolve())
     config.tokenizer = None
     save_file(_extra_weights(model), str(folder / PROJECTOR_WEIGHTS), metadata={"format": "pt"})
+    if model.highres is not None:
+        config.highres = _save_highres(model, folder, copy_vision)
     processor.save_pretrained(folder)
     geometry = dataclasses.asdict(processor.geometry)
     document = {
@@ -206,6 +244,29 @@ def save_checkpoint(
     }
     (folder / CONFIG_NAME).write_text(json.dumps(document, indent=2))
     return folder
+
+
+def _save_highres(model: LlavaModel, folder: Path, copy_encoder: bool) -> HighresSettings:
+    """Write the branch's trained weights; copy or reference its encoder. Returns its settings
+    with `encoder` naming where the encoder now is."""
+    branch = model.highres
+    weights = {k: v.detach().contiguous().cpu() for k, v in branch.trained_state_dict().items()}
+    save_file(weights, str(folder / HIGHRES_WEIGHTS), metadata={"format": "pt"})
+    if not copy_encoder:
+        source = branch.source or model.config.vision_tower
+        return dataclasses.replace(branch.settings, encoder=str(Path(source).resolve()))
+    if _same_weights(branch, model):
+        # A copy of the main tower (also being saved): one folder serves both.
+        return dataclasses.replace(branch.settings, encoder="vision_tower")
+    branch.encoder.encoder.save_pretrained(folder / HIGHRES_ENCODER)
+    return dataclasses.replace(branch.settings, encoder=HIGHRES_ENCODER)
+
+
+def _same_weights(branch: HighresBranch, model: LlavaModel) -> bool:
+    ours, tower = branch.encoder.encoder.state_dict(), model.vision_tower.encoder.state_dict()
+    return type(branch.encoder.encoder) is type(model.vision_tower.encoder) and (
+        ours.keys() == tower.keys() and all(torch.equal(ours[k], tower[k]) for k in ours)
+    )
 
 
 def read_checkpoint_config(folder: str | Path) -> tuple[ModelConfig, dict]:
@@ -221,6 +282,15 @@ def read_checkpoint_config(folder: str | Path) -> tuple[ModelConfig, dict]:
         )
     config = from_dict(ModelConfig, document["model"], where=str(path))
     return config, document
+
+
+def _load_highres(branch: HighresBranch, path: Path) -> None:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path.parent} has `highres` but no {path.name}")
+    try:
+        branch.load_trained_state_dict(load_file(str(path)), str(path))
+    except HighresError as error:
+        raise CheckpointError(str(error)) from None
 
 
 def _resolve(folder: Path, component: str) -> Path:
@@ -250,9 +320,14 @@ def load_checkpoint(
         raise CheckpointError(f"checkpoint {folder} is missing {PROJECTOR_WEIGHTS}")
     vision_folder = _resolve(folder, config.vision_tower)
     llm_folder = _resolve(folder, config.language_model)
+    if config.highres is not None and config.highres.encoder:
+        encoder = str(_resolve(folder, config.highres.encoder))
+        config = dataclasses.replace(
+            config, highres=dataclasses.replace(config.highres, encoder=encoder)
+        )
     model, processor = assemble(config, vision_folder, llm_folder, folder, folder, device_map)
     model.config = dataclasses.replace(
-        config, vision_tower=str(vision_folder), language_model=str(llm_folder)
+        model.config, vision_tower=str(vision_folder), language_model=str(llm_folder)
     )
     processor.model_config = model.config
     weights = load_file(str(weights_path))
@@ -267,12 +342,16 @@ def load_checkpoint(
         if "image_newline" not in weights:
             raise CheckpointError(f"{weights_path}: AnyRes model without image_newline weights")
         model.image_newline.data.copy_(weights["image_newline"])
+    if model.highres is not None:
+        _load_highres(model.highres, folder / HIGHRES_WEIGHTS)
     model.eval()
     if device_map is not None or config.load_in_bits:
         # The LLM was placed by accelerate; the tower and projector join its input embeddings.
         first = model.language_model.get_input_embeddings().weight.device
         model.vision_tower.to(first)
         model.projector.to(first)
+        if model.highres is not None:
+            model.highres.to(first)
         if model.image_newline is not None:
             model.image_newline.data = model.image_newline.data.to(first)
     elif device is not None:

@@ -16,8 +16,11 @@ from pathlib import Path
 from transformers import TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from llavakit.config import RecipeConfig, save_recipe
+from llavakit.config import ConfigError, RecipeConfig, save_recipe
 from llavakit.data.dataset import Collator, LlavaDataset, load_entries
+from llavakit.data.feature_cache import FeatureCache, fill_feature_cache
+from llavakit.data.packing import PackingCollator
+from llavakit.data.records import record_images
 from llavakit.model.io import build_model, load_checkpoint, save_checkpoint
 from llavakit.train.stages import apply_stage, merge_lora, trainable_summary
 from llavakit.train.trainer import LlavaTrainer
@@ -84,6 +87,37 @@ def training_arguments(recipe: RecipeConfig) -> TrainingArguments:
     )
 
 
+def training_collator(recipe: RecipeConfig, processor):
+    """Packed rows (train.packing) or right-padded rows, one sample each."""
+    if not recipe.train.packing:
+        return Collator(processor.pad_token_id)
+    length = recipe.train.packing_length or processor.model_config.max_length
+    if length < processor.model_config.max_length:
+        raise ConfigError(
+            f"train.packing_length ({length}) is shorter than model.max_length "
+            f"({processor.model_config.max_length}): the longest samples would not fit a row"
+        )
+    return PackingCollator(processor.pad_token_id, length)
+
+
+def prepare_feature_cache(recipe: RecipeConfig, model, processor, entries, args) -> FeatureCache:
+    """Open the data.feature_cache folder for this tower and compute what it lacks.
+
+    The main process fills it first; the other ranks then find every image cached.
+    """
+    if recipe.train.tune_vision_tower:
+        raise ConfigError(
+            "data.feature_cache needs a frozen vision tower, but train.tune_vision_tower is set"
+        )
+    paths = [entry.image_folder / name for entry in entries for name in record_images(entry.record)]
+    with args.main_process_first(desc="vision feature cache"):
+        tower = model.vision_tower.to(args.device)
+        cache = FeatureCache.for_model(recipe.data.feature_cache, tower, processor)
+        added = fill_feature_cache(cache, paths, processor, tower)
+    log.info("feature cache %s: %d images, %d computed now", cache.folder, len(cache), added)
+    return cache
+
+
 def train(recipe: RecipeConfig, callbacks: list | None = None) -> Path:
     """Run one stage; returns the folder of the final llavakit checkpoint.
 
@@ -97,14 +131,18 @@ def train(recipe: RecipeConfig, callbacks: list | None = None) -> Path:
     model, processor = build_for_stage(recipe)
     apply_stage(model, t)
     log.info("trainable parameters: %s", trainable_summary(model))
+    args = training_arguments(recipe)
+    feature_cache = None
+    if recipe.data.feature_cache:
+        feature_cache = prepare_feature_cache(recipe, model, processor, entries, args)
     dataset = LlavaDataset(
-        entries, processor, model.config.max_length, recipe.data.skip_bad_records
+        entries, processor, model.config.max_length, recipe.data.skip_bad_records, feature_cache
     )
     trainer = LlavaTrainer(
         model=model,
-        args=training_arguments(recipe),
+        args=args,
         train_dataset=dataset,
-        data_collator=Collator(processor.pad_token_id),
+        data_collator=training_collator(recipe, processor),
         llava_config=t,
         lengths=dataset.lengths() if recipe.data.group_by_modality_length else None,
         callbacks=callbacks,

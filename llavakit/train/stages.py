@@ -4,7 +4,9 @@ align    (stage 1, feature alignment): vision tower and LLM frozen, projector tr
          <im_start>/<im_end> the LLM's input embeddings learn too (LLaVA v1).
 instruct (stage 2, visual instruction tuning): vision tower frozen, projector + LLM trained,
          or projector + LoRA adapters on the LLM.
-The vision tower can be unfrozen in either stage with `tune_vision_tower`.
+The vision tower can be unfrozen in either stage with `tune_vision_tower`. A LLaVAR high-res
+branch trains its cross-attention blocks with the projector in both stages (its encoder stays
+frozen).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ def apply_stage(model: LlavaModel, config: TrainConfig) -> None:
     model.projector.requires_grad_(True)
     if model.image_newline is not None:
         model.image_newline.requires_grad_(True)
+    if model.highres is not None:
+        model.highres.set_trainable(True)
     if config.tune_vision_tower:
         model.vision_tower.requires_grad_(True)
     if config.stage == "align":

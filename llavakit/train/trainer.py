@@ -1,6 +1,7 @@
-"""transformers' Trainer, taught three LLaVA things: per-component learning rates, modality-length
-grouped sampling, and checkpoints that hold only what is trained (resume loads them over the
-frozen parts, which come from their original folders)."""
+"""transformers' Trainer, taught four LLaVA things: per-component learning rates, modality-length
+grouped sampling, a loss computed from trained positions only, and checkpoints that hold only
+what is trained (resume loads them over the frozen parts, which come from their original
+folders)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,12 @@ class LlavaTrainer(Trainer):
             world_size=self.args.world_size,
             seed=self.args.seed,
         )
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Training asks for the loss alone, so only trained positions get vocabulary logits."""
+        if self.llava_config.trained_logits_only and not return_outputs:
+            inputs = {**inputs, "loss_only": True}
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     def create_optimizer(self, model=None):
         if self.optimizer is not None:
