@@ -258,8 +258,15 @@ def main() -> None:
     parser.add_argument("--stage0", type=Path, help="reuse a demo's stage0 folder (clip/, llm/)")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
+    parser.add_argument(
+        "--epochs", nargs=2, type=float, metavar=("STAGE1", "STAGE2"), help="a larger budget"
+    )
     args = parser.parse_args()
     sizes = QUICK if args.quick else BenchSizes()
+    if args.epochs:
+        sizes = dataclasses.replace(
+            sizes, stage1_epochs=args.epochs[0], stage2_epochs=args.epochs[1]
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     world = make_world(args.out / "world", sizes.text_images, sizes.seed, small_text=True)

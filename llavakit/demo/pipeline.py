@@ -204,6 +204,8 @@ def stage_recipe(out: Path, sizes: DemoSizes, stage: str, tag: str, sources: lis
         epochs=sizes.stage1_epochs if align else sizes.stage2_epochs,
         per_device_batch_size=sizes.batch_size,
         learning_rate=sizes.stage1_lr if align else sizes.stage2_lr,
+        tune_vision_tower=sizes.tune_vision_tower and not align,
+        vision_lr=sizes.vision_lr,
         warmup_ratio=0.03,
         lr_scheduler="cosine",
         logging_steps=5,

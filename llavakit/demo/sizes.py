@@ -29,6 +29,10 @@ class DemoSizes:
     stage1_lr: float = 2e-3
     stage2_epochs: float = 3.0
     stage2_lr: float = 1e-3
+    tune_vision_tower: bool = True
+    """Stage 2 also trains the world's CLIP tower (at `vision_lr`). The papers keep CLIP frozen;
+    the world's CLIP is a one-minute toy, and letting it adapt buys most of the grounding."""
+    vision_lr: float = 2e-4
     batch_size: int = 32
     max_length: int = 320
     eval_per_category: int = 40
