@@ -4,10 +4,10 @@ conversations). Registered by `llavakit.cli.datagen`."""
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from llavakit.cli import CommandError
+from llavakit.cli.datagen import add_teacher_arguments, teacher_config
 
 ENGINES = ("rapidocr", "tesseract", "easyocr")
 
@@ -232,27 +232,6 @@ def _captioner(args: argparse.Namespace):
         ) from error
 
 
-def _teacher_config(args: argparse.Namespace):
-    if args.teacher == "symbolic":
-        return None
-    from llavakit.datagen.teacher import TeacherConfig
-
-    if not args.model:
-        raise CommandError("--model is required with the LLM teacher (or set OPENAI_MODEL)")
-    return TeacherConfig(
-        model=args.model,
-        base_url=args.base_url,
-        concurrency=args.concurrency,
-        timeout_s=args.timeout,
-        max_tries=args.max_tries,
-        price_input_per_1m=args.price_input,
-        price_output_per_1m=args.price_output,
-        max_cost=args.max_cost,
-        max_requests=args.max_requests,
-        cache_path=args.cache,
-    )
-
-
 def _run_conversations(args: argparse.Namespace) -> int:
     from llavakit.datagen.llavar_conversations import ConversationOptions, run_conversations
 
@@ -270,14 +249,14 @@ def _run_conversations(args: argparse.Namespace) -> int:
         workers=args.workers,
         progress=not args.no_progress,
     )
-    teacher_config = _teacher_config(args)
+    config = teacher_config(args)
     captioner = _captioner(args)
-    if teacher_config is None:
+    if config is None:
         return _calling(run_conversations, options, captioner, None)
     from llavakit.datagen.teacher import TeacherError
 
     try:
-        return _calling(run_conversations, options, captioner, teacher_config)
+        return _calling(run_conversations, options, captioner, config)
     except TeacherError as error:
         raise CommandError(str(error)) from error
 
@@ -312,32 +291,7 @@ def _add_conversations(steps: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--prompts", type=Path, help="folder replacing the built-in prompts")
     _add_ocr(parser)
-    teacher = parser.add_argument_group("teacher")
-    teacher.add_argument(
-        "--teacher",
-        choices=("openai", "symbolic"),
-        default="openai",
-        help="an OpenAI-compatible LLM (default) or the world's symbolic teacher",
-    )
-    teacher.add_argument(
-        "--base-url",
-        default=os.environ.get("OPENAI_BASE_URL"),
-        help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL)",
-    )
-    teacher.add_argument(
-        "--model",
-        default=os.environ.get("OPENAI_MODEL"),
-        help="teacher model (default: $OPENAI_MODEL); key from $OPENAI_API_KEY",
-    )
-    teacher.add_argument("--concurrency", type=int, default=8, help="requests in flight")
-    teacher.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
-    teacher.add_argument("--max-tries", type=int, default=5, help="tries on 429/5xx/timeouts")
-    teacher.add_argument("--temperature", type=float, default=1.0)
-    teacher.add_argument("--price-input", type=float, default=0.0, help="per 1M prompt tokens")
-    teacher.add_argument("--price-output", type=float, default=0.0, help="per 1M completion tokens")
-    teacher.add_argument("--max-cost", type=float, help="stop sending once this cost is reached")
-    teacher.add_argument("--max-requests", type=int, help="stop after this many HTTP requests")
-    teacher.add_argument("--cache", type=Path, help="SQLite answer cache")
+    add_teacher_arguments(parser)
     parser.set_defaults(func=_run_conversations)
 
 
