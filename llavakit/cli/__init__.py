@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from llavakit import __version__
@@ -48,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = args.func(args)
     except (CommandError, FileNotFoundError, ValueError) as error:
+        if os.environ.get("LLAVAKIT_DEBUG"):
+            raise  # full traceback for bug reports
         print(f"llavakit {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
