@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 
 from llavakit.config import ModelConfig
+from llavakit.conversation import IGNORE_INDEX, get_template
 from llavakit.conversation import encode as encode_conversation
-from llavakit.conversation import get_template
 from llavakit.image import (
     ImageProcessorConfig,
     anyres_feature_count,
@@ -31,7 +31,6 @@ from llavakit.image import (
 IMAGE_TOKEN = "<image>"
 IM_START_TOKEN = "<im_start>"
 IM_END_TOKEN = "<im_end>"
-IGNORE_INDEX = -100
 
 
 class SampleError(ValueError):

@@ -25,6 +25,7 @@ from transformers import modeling_utils
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from llavakit.config import ModelConfig
+from llavakit.conversation import IGNORE_INDEX
 from llavakit.model.highres import HighresBranch, HighresContext, HighresError
 from llavakit.model.vision import VisionTower
 
@@ -33,7 +34,6 @@ class ImageTokenMismatch(ValueError):
     """The number of <image> placeholder tokens does not match the image features given."""
 
 
-IGNORE_INDEX = -100
 # Whether this transformers lets causal LMs take a boolean [B, T] `logits_to_keep` (5.2x does);
 # older releases compute every position's logits and the loss selects the trained ones.
 _LOGITS_BY_MASK = hasattr(modeling_utils, "slice_logits_to_keep")
