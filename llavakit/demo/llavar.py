@@ -22,7 +22,9 @@ def text_image_list(out: Path, sizes: DemoSizes) -> Path:
     path = out / "data" / "text_images.jsonl"
     path.write_text(
         "".join(
-            json.dumps({"image": image.file_name, "path": str(out / "world" / "images" / image.file_name)})
+            json.dumps(
+                {"image": image.file_name, "path": str(out / "world" / "images" / image.file_name)}
+            )
             + "\n"
             for image in texts[: sizes.ocr_images]
         )
@@ -37,7 +39,9 @@ def make_noisy_data(out: Path, sizes: DemoSizes) -> dict:
     images = text_image_list(out, sizes)
     target = out / "data" / "noisy.json"
     report = run_noisy(
-        NoisyOptions(out=target, images=out / "world" / "images", lists=(images,), seed=sizes.seed, workers=2)
+        NoisyOptions(
+            out=target, images=out / "world" / "images", lists=(images,), seed=sizes.seed, workers=2
+        )
     )
     # Keep the OCR results beside the list so the conversation step reuses them.
     stored = read_journals(journal_folder(target), "ocr")
@@ -46,7 +50,10 @@ def make_noisy_data(out: Path, sizes: DemoSizes) -> dict:
     return {"noisy_report": report, "ocr_images": len(stored)}
 
 
-def make_conversations(out: Path, sizes: DemoSizes, captioner_checkpoint: str) -> dict:
+def make_conversations(
+    out: Path, sizes: DemoSizes, captioner_checkpoint: str, captioner_key: str
+) -> dict:
+    """`captioner_key` identifies the stage-1 model, so its captions are never reused for another."""
     from llavakit.datagen.llavar_conversations import (
         ConversationOptions,
         engine_captioner,
@@ -59,7 +66,7 @@ def make_conversations(out: Path, sizes: DemoSizes, captioner_checkpoint: str) -
             out=out / "data" / "llavar.json",
             images=out / "world" / "images",
             lists=(out / "data" / "text_images_ocr.jsonl",),
-            captioner_name=f"stage1:{Path(captioner_checkpoint).name}",
+            captioner_name=f"stage1:{captioner_key}",
             progress=True,
         ),
         captioner,

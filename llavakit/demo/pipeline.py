@@ -140,7 +140,9 @@ def make_stage0(out: Path, sizes: DemoSizes) -> dict:
     train_tokenizer(tokenizer_texts, stage0 / "tokenizer", vocab_size=sizes.vocab_size)
     split = load_split(out / "world", "train")
     images = out / "world" / "images"
-    pairs = [(images / image.file_name, caption) for image in split.images for caption in image.captions]
+    pairs = [
+        (images / image.file_name, caption) for image in split.images for caption in image.captions
+    ]
     rng.shuffle(pairs)
     clip = train_clip(
         pairs,
@@ -179,7 +181,9 @@ def _scalars(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
 
 
-def stage_recipe(out: Path, sizes: DemoSizes, stage: str, tag: str, sources: list[str], init_from=None):
+def stage_recipe(
+    out: Path, sizes: DemoSizes, stage: str, tag: str, sources: list[str], init_from=None
+):
     from llavakit.config import DataConfig, DataSource, ModelConfig, RecipeConfig, TrainConfig
 
     align = stage == "align"
@@ -217,7 +221,9 @@ def stage_recipe(out: Path, sizes: DemoSizes, stage: str, tag: str, sources: lis
     return RecipeConfig(model=model, data=data, train=train)
 
 
-def train_stage(out: Path, sizes: DemoSizes, stage: str, tag: str, sources: list[str], init_from=None) -> dict:
+def train_stage(
+    out: Path, sizes: DemoSizes, stage: str, tag: str, sources: list[str], init_from=None
+) -> dict:
     import shutil
 
     from llavakit.train.callbacks import TimeBudget
@@ -246,8 +252,12 @@ def evaluate(out: Path, sizes: DemoSizes, checkpoint: str, tag: str) -> dict:
     answers.unlink(missing_ok=True)
     engine = Engine.load(checkpoint, device="cpu")
     answer_questions(
-        engine, questions, out / "world" / "images", answers,
-        AnswerSettings(batch_size=32, max_new_tokens=96), model_id=tag,
+        engine,
+        questions,
+        out / "world" / "images",
+        answers,
+        AnswerSettings(batch_size=32, max_new_tokens=96),
+        model_id=tag,
     )
     result = score_world(questions_path, answers)
     (out / "eval" / f"results_{tag}.json").write_text(
@@ -295,7 +305,13 @@ def sample_chat(out: Path, checkpoint: str) -> dict:
         request = Request(
             [{"role": "user", "content": question}], [pixels], SamplingParams(max_new_tokens=96)
         )
-        turns.append({"image": image.file_name, "question": question, "answer": engine.complete(request).text})
+        turns.append(
+            {
+                "image": image.file_name,
+                "question": question,
+                "answer": engine.complete(request).text,
+            }
+        )
     return {"chat": turns}
 
 
@@ -320,22 +336,33 @@ def run_demo(
     stage1_sources = ["pretrain", "noisy"]
     stage2_sources = ["instruct", "llavar", "noisy"]
     stage1 = steps.run(
-        "stage1", {"stage0": stage0["key"], "sizes": s},
+        "stage1",
+        {"stage0": stage0["key"], "sizes": s},
         lambda: train_stage(out, sizes, "align", "stage1", stage1_sources),
     )
     llavar = steps.run(
-        "llavar_conversations", {"stage1": stage1["key"], "data": data["key"]},
-        lambda: make_conversations(out, sizes, stage1["checkpoint"]),
+        "llavar_conversations",
+        {"stage1": stage1["key"], "data": data["key"]},
+        lambda: make_conversations(out, sizes, stage1["checkpoint"], stage1["key"][:16]),
     )
     stage2 = steps.run(
-        "stage2", {"stage1": stage1["key"], "llavar": llavar["key"], "sizes": s},
+        "stage2",
+        {"stage1": stage1["key"], "llavar": llavar["key"], "sizes": s},
         lambda: train_stage(out, sizes, "instruct", "model", stage2_sources, stage1["checkpoint"]),
     )
-    eval1 = steps.run("eval_stage1", {"stage1": stage1["key"], "sizes": s},
-                      lambda: evaluate(out, sizes, stage1["checkpoint"], "stage1"))
-    eval2 = steps.run("eval_stage2", {"stage2": stage2["key"], "sizes": s},
-                      lambda: evaluate(out, sizes, stage2["checkpoint"], "stage2"))
-    chat = steps.run("chat", {"stage2": stage2["key"]}, lambda: sample_chat(out, stage2["checkpoint"]))
+    eval1 = steps.run(
+        "eval_stage1",
+        {"stage1": stage1["key"], "sizes": s},
+        lambda: evaluate(out, sizes, stage1["checkpoint"], "stage1"),
+    )
+    eval2 = steps.run(
+        "eval_stage2",
+        {"stage2": stage2["key"], "sizes": s},
+        lambda: evaluate(out, sizes, stage2["checkpoint"], "stage2"),
+    )
+    chat = steps.run(
+        "chat", {"stage2": stage2["key"]}, lambda: sample_chat(out, stage2["checkpoint"])
+    )
     extra: dict[str, Any] = {}
     if ablation == "llavar":
         extra["ablation"] = run_llavar_ablation(out, sizes, steps, stage0)
@@ -363,15 +390,20 @@ def run_llavar_ablation(out: Path, sizes: DemoSizes, steps: StepCache, stage0: d
     """The same training budget without the text-rich (LLaVAR) data: the reading gap."""
     s = sizes.to_dict()
     stage1 = steps.run(
-        "ablation_stage1", {"stage0": stage0["key"], "sizes": s},
+        "ablation_stage1",
+        {"stage0": stage0["key"], "sizes": s},
         lambda: train_stage(out, sizes, "align", "ablation_stage1", ["pretrain"]),
     )
     stage2 = steps.run(
-        "ablation_stage2", {"stage1": stage1["key"], "sizes": s},
-        lambda: train_stage(out, sizes, "instruct", "ablation_model", ["instruct"], stage1["checkpoint"]),
+        "ablation_stage2",
+        {"stage1": stage1["key"], "sizes": s},
+        lambda: train_stage(
+            out, sizes, "instruct", "ablation_model", ["instruct"], stage1["checkpoint"]
+        ),
     )
     scores = steps.run(
-        "ablation_eval", {"stage2": stage2["key"], "sizes": s},
+        "ablation_eval",
+        {"stage2": stage2["key"], "sizes": s},
         lambda: evaluate(out, sizes, stage2["checkpoint"], "no_llavar"),
     )
     return {"accuracy_without_llavar": scores["accuracy"]}

@@ -62,13 +62,13 @@ stage 0 (tokenizer, CLIP, LLM) -> stage 1 (align) -> stage 2 (instruct) -> held-
 
 {chat}
 
-## Time per step (seconds; {report['total_seconds']:.0f} s in all)
+## Time per step (seconds; {report["total_seconds"]:.0f} s in all)
 
 | step | seconds |
 |---|---|
 {seconds}
 
-Final checkpoint: `{report['checkpoint']}` (`llavakit chat {report['checkpoint']} --image IMG`).
+Final checkpoint: `{report["checkpoint"]}` (`llavakit chat {report["checkpoint"]} --image IMG`).
 """
 
 
