@@ -93,6 +93,7 @@ def write_checkpoint(workdir: Path) -> Path:
 
     from llavakit.config import ModelConfig
     from llavakit.conversation import get_template
+    from llavakit.image import ImageProcessorConfig
     from llavakit.model.io import build_model, save_checkpoint
     from llavakit.world.stage0_tokenizer import train_tokenizer
 
@@ -127,21 +128,7 @@ def write_checkpoint(workdir: Path) -> Path:
             projection_dim=192,
         )
     ).save_pretrained(clip_dir)
-    preprocessor = {
-        "image_processor_type": "CLIPImageProcessor",
-        "do_resize": True,
-        "size": {"shortest_edge": 112},
-        "do_center_crop": True,
-        "crop_size": {"height": 112, "width": 112},
-        "do_rescale": True,
-        "rescale_factor": 1 / 255,
-        "do_normalize": True,
-        "image_mean": [0.48145466, 0.4578275, 0.40821073],
-        "image_std": [0.26862954, 0.26130258, 0.27577711],
-        "resample": 3,
-        "do_convert_rgb": True,
-    }
-    (clip_dir / "preprocessor_config.json").write_text(json.dumps(preprocessor))
+    ImageProcessorConfig(size=112, crop_size=112).save_pretrained(clip_dir)  # CLIP mean/std
     config = ModelConfig(
         vision_tower=str(clip_dir),
         language_model=str(llm_dir),

@@ -132,6 +132,7 @@ def write_models(folder: Path, corpus: list[str], seed: int) -> tuple[Path, Path
     import torch
     from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
+    from llavakit.image import ImageProcessorConfig
     from llavakit.world.stage0_tokenizer import train_tokenizer
 
     torch.manual_seed(seed)
@@ -165,21 +166,7 @@ def write_models(folder: Path, corpus: list[str], seed: int) -> tuple[Path, Path
         )
     )
     clip.save_pretrained(clip_dir)
-    preprocessor = {
-        "image_processor_type": "CLIPImageProcessor",
-        "do_resize": True,
-        "size": {"shortest_edge": 64},
-        "do_center_crop": True,
-        "crop_size": {"height": 64, "width": 64},
-        "do_rescale": True,
-        "rescale_factor": 1 / 255,
-        "do_normalize": True,
-        "image_mean": [0.48145466, 0.4578275, 0.40821073],
-        "image_std": [0.26862954, 0.26130258, 0.27577711],
-        "resample": 3,
-        "do_convert_rgb": True,
-    }
-    (clip_dir / "preprocessor_config.json").write_text(json.dumps(preprocessor))
+    ImageProcessorConfig(size=64, crop_size=64).save_pretrained(clip_dir)  # CLIP mean/std
     return clip_dir, llm_dir
 
 

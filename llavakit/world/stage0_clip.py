@@ -22,10 +22,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from llavakit.image import CLIP_MEAN, CLIP_STD
 from llavakit.world.stage0_loop import LoopConfig, mean_of_tail, run_loop, seeded_and_threaded
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 MAX_CAPTION_TOKENS = 77
 """CLIP's text context length; longer captions are cut, keeping the end-of-text token."""
 INITIAL_LOGIT_SCALE = math.log(1 / 0.07)
