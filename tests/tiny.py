@@ -248,3 +248,35 @@ def write_image_records(folder: Path, n: int = 24, seed: int = 0) -> dict[str, P
     paths["pretrain"].write_text(json.dumps(pretrain))
     paths["instruct"].write_text("\n".join(json.dumps(r) for r in instruct))
     return paths
+
+
+def tiny_recipe(
+    model_config, data: dict[str, Path], out: Path, stage: str, *, data_fields=None, **train_fields
+):
+    """A short training stage on `write_image_records` data: plain template and caption records
+    for `align`, vicuna_v1 and conversations for `instruct`; constant lr, a loss logged per step."""
+    import dataclasses
+
+    from llavakit.config import DataConfig, DataSource, RecipeConfig, TrainConfig
+
+    align = stage == "align"
+    model = dataclasses.replace(model_config, template="plain" if align else "vicuna_v1")
+    source = DataSource(path=str(data["pretrain" if align else "instruct"]))
+    fields = (
+        dict(
+            stage=stage,
+            output_dir=str(out),
+            per_device_batch_size=8,
+            logging_steps=1,
+            learning_rate=5e-3,
+            warmup_ratio=0.0,
+            lr_scheduler="constant",
+            save_steps=1000,
+        )
+        | train_fields
+    )
+    return RecipeConfig(
+        model=model,
+        data=DataConfig(train=[source], image_folder=str(data["images"]), **(data_fields or {})),
+        train=TrainConfig(**fields),
+    )

@@ -7,9 +7,10 @@ import json
 import shutil
 
 import pytest
+import tiny
 import torch
 
-from llavakit.config import ConfigError, DataConfig, DataSource, RecipeConfig, TrainConfig
+from llavakit.config import ConfigError, DataConfig, DataSource
 from llavakit.data.dataset import Collator, LlavaDataset, load_entries
 from llavakit.data.feature_cache import (
     FeatureCache,
@@ -118,24 +119,8 @@ def test_cached_batches_give_the_pixel_loss(tmp_path, model_and_processor, tiny_
 
 
 def _align_recipe(tiny_model_config, tiny_data, out, **data_fields):
-    return RecipeConfig(
-        model=dataclasses.replace(tiny_model_config, template="plain"),
-        data=DataConfig(
-            train=[DataSource(path=str(tiny_data["pretrain"]))],
-            image_folder=str(tiny_data["images"]),
-            **data_fields,
-        ),
-        train=TrainConfig(
-            stage="align",
-            output_dir=str(out),
-            per_device_batch_size=8,
-            max_steps=3,
-            logging_steps=1,
-            learning_rate=5e-3,
-            warmup_ratio=0.0,
-            lr_scheduler="constant",
-            save_steps=1000,
-        ),
+    return tiny.tiny_recipe(
+        tiny_model_config, tiny_data, out, "align", data_fields=data_fields, max_steps=3
     )
 
 

@@ -6,9 +6,10 @@ import dataclasses
 import json
 
 import pytest
+import tiny
 import torch
 
-from llavakit.config import ConfigError, DataConfig, DataSource, RecipeConfig, TrainConfig
+from llavakit.config import ConfigError, DataConfig, DataSource
 from llavakit.data.dataset import Collator, LlavaDataset, load_entries
 from llavakit.data.packing import PackingCollator, first_fit_decreasing
 from llavakit.model import llava
@@ -104,24 +105,14 @@ def test_trained_logits_only_loss_and_gradients_match(
 
 
 def _instruct_recipe(tiny_model_config, tiny_data, out, **train_fields):
-    return RecipeConfig(
-        model=tiny_model_config,
-        data=DataConfig(
-            train=[DataSource(path=str(tiny_data["instruct"]))],
-            image_folder=str(tiny_data["images"]),
-        ),
-        train=TrainConfig(
-            stage="instruct",
-            output_dir=str(out),
-            per_device_batch_size=6,
-            max_steps=3,
-            logging_steps=1,
-            learning_rate=5e-3,
-            warmup_ratio=0.0,
-            lr_scheduler="constant",
-            save_steps=1000,
-            **train_fields,
-        ),
+    return tiny.tiny_recipe(
+        tiny_model_config,
+        tiny_data,
+        out,
+        "instruct",
+        per_device_batch_size=6,
+        max_steps=3,
+        **train_fields,
     )
 
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import tiny
 import torch
 import yaml
 from safetensors.torch import load_file
@@ -17,7 +18,6 @@ from transformers import TrainerCallback
 
 import llavakit
 from llavakit.config import (
-    DataConfig,
     DataSource,
     LoraSettings,
     RecipeConfig,
@@ -34,25 +34,7 @@ from llavakit.train.stages import apply_stage, trainable_summary
 
 
 def recipe(tiny_model_config, tiny_data, out: Path, stage: str, **train_fields) -> RecipeConfig:
-    model = dataclasses.replace(
-        tiny_model_config, template="plain" if stage == "align" else "vicuna_v1"
-    )
-    data = DataConfig(
-        train=[DataSource(path=str(tiny_data["pretrain" if stage == "align" else "instruct"]))],
-        image_folder=str(tiny_data["images"]),
-    )
-    fields = dict(
-        stage=stage,
-        output_dir=str(out),
-        per_device_batch_size=8,
-        logging_steps=1,
-        learning_rate=5e-3,
-        warmup_ratio=0.0,
-        lr_scheduler="constant",
-        save_steps=1000,
-    )
-    fields.update(train_fields)
-    return RecipeConfig(model=model, data=data, train=TrainConfig(**fields))
+    return tiny.tiny_recipe(tiny_model_config, tiny_data, out, stage, **train_fields)
 
 
 def losses(folder: Path) -> list[float]:
