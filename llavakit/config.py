@@ -182,6 +182,11 @@ class TrainConfig:
     trained_logits_only: bool = True
     """Compute vocabulary logits only where a token is trained (same loss, less time and memory;
     image placeholders, prompts and padding get none)."""
+    loss_chunk_tokens: int | None = 4096
+    """With trained_logits_only: project that many trained tokens to the vocabulary at a time,
+    recomputing each chunk in backward, so at most chunk x vocab float32 logits exist at once
+    (Llama/Mistral/Qwen2/Qwen3/GPT-2/Phi-3 heads; other LMs keep the one-shot projection).
+    None = one shot."""
 
 
 @dataclass

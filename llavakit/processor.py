@@ -146,19 +146,39 @@ class LlavaProcessor:
         max_length: int | None = None,
     ) -> EncodedSample:
         """Render, expand image placeholders, truncate; raise SampleError if nothing is trainable."""
+        sizes = [(image.height, image.width) for image in images]
+        sample = self.encode_text(messages, sizes, add_generation_prompt, max_length)
+        kept = images[: len(sample.image_sizes)]
+        if kept:
+            sample.pixel_values = self.preprocess_images(kept)
+            sample.highres_pixel_values = self.preprocess_highres(kept)
+        return sample
+
+    def encode_text(
+        self,
+        messages: list[dict],
+        image_sizes: Sequence[tuple[int, int]] = (),
+        add_generation_prompt: bool = False,
+        max_length: int | None = None,
+    ) -> EncodedSample:
+        """`encode` without pixels: ids, labels and the (height, width) of each image kept.
+
+        Cached tower features stand in for pixels in stage 1, and their sizes are stored with
+        them, so a cached sample is built without decoding or resizing a single image.
+        """
         encoded = encode_conversation(
             self.tokenizer, self.template, messages, add_generation_prompt=add_generation_prompt
         )
         n_tags = encoded.input_ids.count(self.image_token_id)
-        if n_tags != len(images):
+        if n_tags != len(image_sizes):
             raise SampleError(
-                f"the text has {n_tags} <image> tag(s) but {len(images)} image(s) were given"
+                f"the text has {n_tags} <image> tag(s) but {len(image_sizes)} image(s) were given"
             )
-        sizes = [(image.height, image.width) for image in images]
+        sizes = list(image_sizes)
         ids, labels, spans = self._expand(encoded.input_ids, encoded.labels, sizes)
         limit = max_length or self.model_config.max_length
         truncated = len(ids) > limit
-        n_kept = len(images)
+        n_kept = len(sizes)
         if truncated and add_generation_prompt:
             # Cutting a prompt would cut the assistant prefix the answer must follow.
             raise SampleError(
@@ -178,9 +198,7 @@ class LlavaProcessor:
                     f"every answer token lies beyond max_length={limit} "
                     f"(sample is {len(encoded.input_ids)} text tokens + images)"
                 )
-        pixel_values = self.preprocess_images(images[:n_kept]) if n_kept else None
-        highres = self.preprocess_highres(images[:n_kept])
-        return EncodedSample(ids, labels, pixel_values, sizes[:n_kept], truncated, highres)
+        return EncodedSample(ids, labels, None, sizes[:n_kept], truncated)
 
     def _expand(self, ids: list[int], labels: list[int], sizes: list[tuple[int, int]]):
         """Replace each <image> id by its placeholders; returns ids, labels, image spans."""

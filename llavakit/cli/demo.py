@@ -14,14 +14,19 @@ def register(subparsers) -> None:
     parser.add_argument("--out", default="runs/demo", help="output folder")
     parser.add_argument("--fresh", action="store_true", help="ignore finished steps")
     parser.add_argument(
-        "--minutes", type=float, default=10.0, help="training time budget (scales the training work)"
+        "--minutes",
+        type=float,
+        default=10.0,
+        help="training time budget (scales the training work)",
     )
     parser.add_argument(
         "--ablation",
         choices=["llavar"],
         help="also train without the text-rich (LLaVAR) data to measure the reading gap",
     )
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes (under a minute), for tests")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny sizes (under a minute), for tests"
+    )
     parser.set_defaults(func=_demo)
 
 

@@ -131,11 +131,11 @@ class LlavaDataset(Dataset):
             if self.feature_cache is None:
                 images = [load_image(path) for path in paths]
                 return self.processor.encode(messages, images, max_length=self.max_length)
-            files = [path.read_bytes() for path in paths]
-            images = [load_image(data) for data in files]
-            sample = self.processor.encode(messages, images, max_length=self.max_length)
-            keys = [content_hash(data) for data in files]
-            return cached_sample(sample, keys, self.feature_cache)
+            # Features and image sizes come from the cache: no image is decoded here.
+            cached = [self.feature_cache.load(content_hash(path.read_bytes())) for path in paths]
+            sizes = [size for _, size in cached]
+            sample = self.processor.encode_text(messages, sizes, max_length=self.max_length)
+            return cached_sample(sample, [features for features, _ in cached])
         except (SampleError, ValueError, OSError) as error:
             raise SampleError(
                 f"{entry.file} record #{entry.index} (id={entry.record_id}): {error}"

@@ -21,7 +21,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,14 +199,11 @@ def fill_feature_cache(
     return computed
 
 
-def cached_sample(
-    sample: EncodedSample, image_keys: list[str], cache: FeatureCache
-) -> FeatureSample:
-    """The sample with its kept images' cached features in place of pixels."""
-    kept = image_keys[: len(sample.image_sizes)]
-    features = [cache.load(key)[0] for key in kept]
+def cached_sample(sample: EncodedSample, features: Sequence[torch.Tensor]) -> FeatureSample:
+    """The sample (encoded without pixels) with its kept images' cached features [n_crops, N, C]."""
+    kept = features[: len(sample.image_sizes)]
     fields = {f.name: getattr(sample, f.name) for f in dataclasses.fields(EncodedSample)}
     return FeatureSample(
         **{**fields, "pixel_values": None},
-        vision_features=torch.cat(features) if features else None,
+        vision_features=torch.cat(list(kept)) if kept else None,
     )

@@ -54,16 +54,20 @@ def make_conversations(
     out: Path, sizes: DemoSizes, captioner_checkpoint: str, captioner_key: str
 ) -> dict:
     """`captioner_key` identifies the stage-1 model, so its captions are never reused for another."""
+    from llavakit.datagen.llavar import journal_folder
     from llavakit.datagen.llavar_conversations import (
         ConversationOptions,
         engine_captioner,
         run_conversations,
     )
+    from llavakit.demo.files import remove
 
+    target = out / "data" / "llavar.json"
+    remove(target, journal_folder(target))  # a rerun means a new captioner: nothing is reused
     captioner = engine_captioner(captioner_checkpoint, max_new_tokens=32, device="cpu")
     report = run_conversations(
         ConversationOptions(
-            out=out / "data" / "llavar.json",
+            out=target,
             images=out / "world" / "images",
             lists=(out / "data" / "text_images_ocr.jsonl",),
             captioner_name=f"stage1:{captioner_key}",
@@ -72,5 +76,5 @@ def make_conversations(
         captioner,
         None,
     )
-    records = json.loads((out / "data" / "llavar.json").read_text())
+    records = json.loads(target.read_text())
     return {"llavar_report": report, "llavar_records": len(records)}

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llavakit.demo.files import remove
 from llavakit.demo.llavar import make_conversations
 from llavakit.demo.sizes import DemoSizes
 
@@ -78,7 +79,9 @@ def make_data(out: Path, sizes: DemoSizes, with_llavar: bool = True) -> dict:
     from llavakit.world import SymbolicTeacher
 
     world, data = out / "world", out / "data"
-    data.mkdir(parents=True, exist_ok=True)
+    # The generators resume from what they find; a rerun of this step means new inputs.
+    remove(data)
+    data.mkdir(parents=True)
     run_pretrain_datagen(
         PretrainOptions(
             captions=world / "train" / "captions.json",
@@ -232,13 +235,35 @@ def train_stage(
     shutil.rmtree(out / tag, ignore_errors=True)
     seconds = sizes.stage1_budget_s if stage == "align" else sizes.stage2_budget_s
     budget = [TimeBudget(seconds)] if seconds else []
-    folder = train(stage_recipe(out, sizes, stage, tag, sources, init_from), callbacks=budget)
+    curve = accuracy_curve(out, sizes, init_from) if stage == "instruct" else None
+    callbacks = budget + ([curve] if curve else [])
+    folder = train(stage_recipe(out, sizes, stage, tag, sources, init_from), callbacks=callbacks)
     history = json.loads((folder / "loss_history.json").read_text())
     return {
         "checkpoint": str(folder),
         "loss": history,
         "stopped_by_budget": bool(budget and budget[0].stopped),
+        "curve": curve.points if curve else [],
     }
+
+
+def accuracy_curve(out: Path, sizes: DemoSizes, init_from: str | None):
+    """Held-out accuracy every `curve_every_s` seconds of stage 2 (None when switched off)."""
+    if not sizes.curve_every_s or init_from is None:
+        return None
+    from llavakit.demo.curve import AccuracyCurve, curve_questions
+    from llavakit.model.io import load_checkpoint
+
+    questions = [
+        json.loads(line) for line in benchmark_questions(out, sizes).read_text().splitlines()
+    ]
+    _, processor = load_checkpoint(init_from)
+    return AccuracyCurve(
+        curve_questions(questions, sizes.curve_per_category),
+        out / "world" / "images",
+        processor,
+        sizes.curve_every_s,
+    )
 
 
 def evaluate(out: Path, sizes: DemoSizes, checkpoint: str, tag: str) -> dict:
@@ -330,8 +355,13 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     steps = StepCache(out, fresh=fresh, log=log)
     s = sizes.to_dict()
-    world = steps.run("world", {"sizes": s}, lambda: make_world(out, sizes))
-    data = steps.run("data", {"world": world["key"]}, lambda: make_data(out, sizes))
+    world_sizes = {k: s[k] for k in ("n_scenes", "n_text_images", "seed")}
+    world = steps.run("world", world_sizes, lambda: make_world(out, sizes))
+    data = steps.run(
+        "data",
+        {"world": world["key"], "ocr_images": sizes.ocr_images, "seed": sizes.seed},
+        lambda: make_data(out, sizes),
+    )
     stage0 = steps.run("stage0", {"data": data["key"], "sizes": s}, lambda: make_stage0(out, sizes))
     stage1_sources = ["pretrain", "noisy"]
     stage2_sources = ["instruct", "llavar", "noisy"]
@@ -377,6 +407,7 @@ def run_demo(
         "data": data["counts"] | {"llavar": llavar["llavar_records"]},
         "stage0": stage0,
         "loss": {"stage1": stage1["loss"], "stage2": stage2["loss"]},
+        "curve": demo_time_curve(stage2.get("curve", []), steps.seconds()),
         "chat": chat["chat"],
         "sizes": s,
         "checkpoint": stage2["checkpoint"],
@@ -384,6 +415,15 @@ def run_demo(
     }
     write_report(out, report)
     return report
+
+
+def demo_time_curve(points: list[dict], seconds: dict[str, float]) -> list[dict]:
+    """Stage-2 curve points with `demo_seconds`: every step before stage 2 plus training so far."""
+    before = sum(seconds.get(step, 0.0) for step in BEFORE_STAGE2)
+    return [point | {"demo_seconds": round(before + point["train_seconds"], 1)} for point in points]
+
+
+BEFORE_STAGE2 = ("world", "data", "stage0", "stage1", "llavar_conversations")
 
 
 def run_llavar_ablation(out: Path, sizes: DemoSizes, steps: StepCache, stage0: dict) -> dict:

@@ -13,6 +13,8 @@ def write_report(out: Path, report: dict) -> None:
     (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
     plot_losses(out / "loss_curves.png", report["loss"])
     plot_accuracy(out / "accuracy.png", report)
+    if report.get("curve"):
+        plot_curve(out / "accuracy_curve.png", report["curve"])
     (out / "report.md").write_text(markdown(report))
 
 
@@ -39,6 +41,7 @@ def markdown(report: dict) -> str:
         for turn in report["chat"]
     )
     data = ", ".join(f"{name}: {n}" for name, n in report["data"].items())
+    curve = curve_section(report.get("curve", []))
     return f"""# llavakit demo report
 
 The whole LLaVA + LLaVAR pipeline on the embedded synthetic world: world -> teacher data ->
@@ -49,7 +52,7 @@ stage 0 (tokenizer, CLIP, LLM) -> stage 1 (align) -> stage 2 (instruct) -> held-
 {chr(10).join(rows)}
 
 ![accuracy](accuracy.png)
-
+{curve}
 ## Training loss
 
 ![loss curves](loss_curves.png)
@@ -110,6 +113,48 @@ def plot_accuracy(path: Path, report: dict) -> None:
     ax.set_ylim(0, 1)
     ax.set_ylabel("held-out accuracy")
     ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def curve_section(points: list[dict]) -> str:
+    """Accuracy against demo time during stage 2, as a table and a plot ('' without a curve)."""
+    if not points:
+        return ""
+    categories = list(points[-1]["accuracy"])
+    rows = [
+        "| demo minutes | stage-2 step | " + " | ".join(categories) + " |",
+        "|---|---|" + "---|" * len(categories),
+    ]
+    for point in points:
+        values = " | ".join(f"{point['accuracy'].get(c, 0):.2f}" for c in categories)
+        rows.append(f"| {point['demo_seconds'] / 60:.1f} | {point['step']} | {values} |")
+    return f"""
+## Accuracy against time (stage 2, a fixed subset of the held-out questions)
+
+{chr(10).join(rows)}
+
+![accuracy against time](accuracy_curve.png)
+"""
+
+
+def plot_curve(path: Path, points: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    minutes = [p["demo_seconds"] / 60 for p in points]
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for category in points[-1]["accuracy"]:
+        ax.plot(
+            minutes, [p["accuracy"].get(category, 0) for p in points], marker="o", label=category
+        )
+    ax.set_xlabel("demo time (minutes, evaluation excluded)")
+    ax.set_ylabel("held-out accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

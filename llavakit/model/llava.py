@@ -27,6 +27,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from llavakit.config import ModelConfig
 from llavakit.conversation import IGNORE_INDEX
 from llavakit.model.highres import HighresBranch, HighresContext, HighresError
+from llavakit.model.loss import chunked_cross_entropy, plain_head_parts
 from llavakit.model.vision import VisionTower
 
 
@@ -215,12 +216,14 @@ class LlavaModel(nn.Module):
         vision_features: torch.Tensor | None = None,
         highres_pixel_values: torch.Tensor | None = None,
         loss_only: bool = False,
+        loss_chunk_tokens: int | None = None,
         **kwargs: Any,
     ):
         """Language-model outputs (loss when labels are given; labels already -100 on images).
 
         Packed rows come with position_ids restarting at 0 per sample and no attention_mask.
-        `loss_only` (training) computes logits at trained positions only and returns no logits.
+        `loss_only` (training) computes logits at trained positions only and returns no logits;
+        with `loss_chunk_tokens` it makes them that many tokens at a time (llavakit.model.loss).
         """
         inputs_embeds = self.embed(
             input_ids, pixel_values, image_sizes, image_features, vision_features
@@ -234,7 +237,7 @@ class LlavaModel(nn.Module):
         with self._highres_supplied(context):
             if loss_only and labels is not None:
                 return self._trained_positions_loss(
-                    inputs_embeds, attention_mask, position_ids, labels, **kwargs
+                    inputs_embeds, attention_mask, position_ids, labels, loss_chunk_tokens, **kwargs
                 )
             return self.language_model(
                 inputs_embeds=inputs_embeds,
@@ -312,6 +315,7 @@ class LlavaModel(nn.Module):
         attention_mask: torch.Tensor | None,
         position_ids: torch.Tensor | None,
         labels: torch.Tensor,
+        chunk: int | None = None,
         num_items_in_batch: torch.Tensor | int | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast:
@@ -319,24 +323,38 @@ class LlavaModel(nn.Module):
 
         Image placeholders, prompts and padding make up most of a LLaVA row, so skipping their
         vocabulary projection (and its float32 logits) saves time and memory; the loss is the
-        same as the language model's own. The model's own forward still makes the logits, via
-        transformers' boolean `logits_to_keep`, so any logit scaling it applies is kept.
+        same as the language model's own. The model's own forward makes the logits, via
+        transformers' boolean `logits_to_keep`, so any logit scaling it applies is kept; with
+        `chunk`, LMs whose head is a plain projection get them `chunk` tokens at a time instead.
         """
         targets = labels[:, 1:]  # [B, T-1]: position t predicts token t+1
         trained = targets != IGNORE_INDEX
         keep = nn.functional.pad(trained, (0, 1))  # [B, T]
-        if _LOGITS_BY_MASK:
-            kwargs["logits_to_keep"] = keep
-        outputs = self.language_model(
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            **kwargs,
-        )
-        logits = outputs.logits if _LOGITS_BY_MASK else outputs.logits[keep]  # [n_trained, V]
-        total = nn.functional.cross_entropy(
-            logits.float(), targets[trained].to(logits.device), reduction="sum"
-        )
+        parts = plain_head_parts(self.language_model) if chunk else None
+        if parts is not None:
+            decoder, head = parts
+            hidden = decoder(
+                inputs_embeds=inputs_embeds,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                **kwargs,
+            ).last_hidden_state  # [B, T, D]
+            total = chunked_cross_entropy(
+                hidden[keep], targets[trained].to(hidden.device), head, chunk
+            )
+        else:
+            if _LOGITS_BY_MASK:
+                kwargs["logits_to_keep"] = keep
+            outputs = self.language_model(
+                inputs_embeds=inputs_embeds,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                **kwargs,
+            )
+            logits = outputs.logits if _LOGITS_BY_MASK else outputs.logits[keep]  # [n, V]
+            total = nn.functional.cross_entropy(
+                logits.float(), targets[trained].to(logits.device), reduction="sum"
+            )
         if num_items_in_batch is None:
             num_items_in_batch = trained.sum()
         divisor = torch.as_tensor(num_items_in_batch, device=total.device).clamp(min=1)

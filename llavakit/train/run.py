@@ -109,6 +109,11 @@ def prepare_feature_cache(recipe: RecipeConfig, model, processor, entries, args)
         raise ConfigError(
             "data.feature_cache needs a frozen vision tower, but train.tune_vision_tower is set"
         )
+    if model.config.highres is not None:
+        raise ConfigError(
+            "data.feature_cache feeds cached base-tower features instead of images, but "
+            "model.highres (LLaVAR's high-resolution branch) needs every image's pixels"
+        )
     paths = [entry.image_folder / name for entry in entries for name in record_images(entry.record)]
     with args.main_process_first(desc="vision feature cache"):
         tower = model.vision_tower.to(args.device)

@@ -38,7 +38,8 @@ class LlavaTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Training asks for the loss alone, so only trained positions get vocabulary logits."""
         if self.llava_config.trained_logits_only and not return_outputs:
-            inputs = {**inputs, "loss_only": True}
+            chunk = self.llava_config.loss_chunk_tokens
+            inputs = {**inputs, "loss_only": True, "loss_chunk_tokens": chunk}
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     def create_optimizer(self, model=None):

@@ -10,7 +10,7 @@ import pytest
 import tiny
 import torch
 
-from llavakit.config import ConfigError, DataConfig, DataSource
+from llavakit.config import ConfigError, DataConfig, DataSource, HighresSettings
 from llavakit.data.dataset import Collator, LlavaDataset, load_entries
 from llavakit.data.feature_cache import (
     FeatureCache,
@@ -91,8 +91,8 @@ def test_any_key_part_changing_misses(tmp_path, model_and_processor, tiny_data):
     assert fill_feature_cache(cache, [*paths, edited], processor, tower) == 1
 
 
-def test_cached_batches_give_the_pixel_loss(tmp_path, model_and_processor, tiny_data):
-    model, processor = model_and_processor
+def _entries_and_filled_cache(tmp_path, model, processor, tiny_data):
+    """The instruct records, and a cache holding the first four images' features."""
     entries, _ = load_entries(
         DataConfig(
             train=[DataSource(path=str(tiny_data["instruct"]))],
@@ -101,6 +101,12 @@ def test_cached_batches_give_the_pixel_loss(tmp_path, model_and_processor, tiny_
     )
     cache = FeatureCache.for_model(tmp_path, model.vision_tower, processor)
     fill_feature_cache(cache, _images(tiny_data["images"], 4), processor, model.vision_tower)
+    return entries, cache
+
+
+def test_cached_batches_give_the_pixel_loss(tmp_path, model_and_processor, tiny_data):
+    model, processor = model_and_processor
+    entries, cache = _entries_and_filled_cache(tmp_path, model, processor, tiny_data)
     plain = LlavaDataset(entries, processor, 128)
     cached = LlavaDataset(entries, processor, 128, feature_cache=cache)
     indices = (0, 1, len(entries) - 1, 2, 3)  # a text-only sample among them
@@ -116,6 +122,23 @@ def test_cached_batches_give_the_pixel_loss(tmp_path, model_and_processor, tiny_
         torch.testing.assert_close(model(**packed_batch, loss_only=True).loss, expected)
     with pytest.raises(Exception, match=r"record #4 .*not in the feature cache"):
         cached[4]
+
+
+def test_cached_samples_decode_no_image(tmp_path, model_and_processor, tiny_data, monkeypatch):
+    """Sizes come from the cache, so building a cached sample never opens an image."""
+    model, processor = model_and_processor
+    entries, cache = _entries_and_filled_cache(tmp_path, model, processor, tiny_data)
+    expected = LlavaDataset(entries, processor, 128)[0]
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("an image was decoded in cache mode")
+
+    monkeypatch.setattr("llavakit.data.dataset.load_image", no_decoding)
+    monkeypatch.setattr("llavakit.processor.LlavaProcessor.preprocess_images", no_decoding)
+    sample = LlavaDataset(entries, processor, 128, feature_cache=cache)[0]
+    assert sample.input_ids == expected.input_ids and sample.labels == expected.labels
+    assert sample.image_sizes == expected.image_sizes
+    assert sample.vision_features.shape[0] == expected.pixel_values.shape[0]
 
 
 def _align_recipe(tiny_model_config, tiny_data, out, **data_fields):
@@ -139,4 +162,8 @@ def test_training_on_cached_features_matches_pixels(tmp_path, tiny_model_config,
     recipe = _align_recipe(tiny_model_config, tiny_data, tmp_path / "x", feature_cache="c")
     recipe.train.tune_vision_tower = True
     with pytest.raises(ConfigError, match="feature_cache needs a frozen vision tower"):
+        train(recipe)
+    recipe.train.tune_vision_tower = False
+    recipe.model.highres = HighresSettings(grid=2)
+    with pytest.raises(ConfigError, match="model.highres .* needs every image's pixels"):
         train(recipe)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+
+import pytest
 
 import llavakit
 from llavakit.demo.pipeline import run_demo
@@ -26,7 +29,8 @@ def test_demo_runs_end_to_end_and_reuses_finished_steps(tmp_path):
     assert report["data"]["pretrain"] > 0 and report["data"]["instruct"] > 0
     assert report["data"]["noisy"] > 0 and report["data"]["llavar"] > 0
     assert len(report["chat"]) == 3
-    for name in ("report.md", "accuracy.png", "loss_curves.png"):
+    _check_curve(tmp_path, report)
+    for name in ("report.md", "accuracy.png", "accuracy_curve.png", "loss_curves.png"):
         assert (tmp_path / name).stat().st_size > 0
     model, processor = llavakit.load(tmp_path / "model")
     assert processor.template.name == "vicuna_v1"
@@ -35,3 +39,36 @@ def test_demo_runs_end_to_end_and_reuses_finished_steps(tmp_path):
     again = run_demo(tmp_path, SMOKE, log=logged.append)
     assert again["accuracy"] == report["accuracy"]
     assert all("reused" in line for line in logged if line.startswith("[")), logged
+
+    logged.clear()
+    retrained = run_demo(tmp_path, replace(SMOKE, lm_steps=SMOKE.lm_steps + 1), log=logged.append)
+    ran = {line.split("]")[0][1:] for line in logged if line.endswith("running ...")}
+    assert {"stage0", "stage1", "llavar_conversations", "stage2"} <= ran, logged
+    assert not {"world", "data"} & ran, logged  # they do not depend on the language model
+    steps = json.loads((tmp_path / "steps.json").read_text())
+    assert "0 already done" in steps["llavar_conversations"]["result"]["llavar_report"]
+    assert retrained["data"]["llavar"] == report["data"]["llavar"]
+
+
+def _check_curve(out, report):
+    """The curve runs along demo time, and its last point is the final model's own score."""
+    from llavakit.demo.curve import curve_questions
+    from llavakit.world.benchmark import score_answer
+
+    curve = report["curve"]
+    assert curve and curve[-1]["step"] == report["loss"]["stage2"][-1]["step"]
+    times = [point["demo_seconds"] for point in curve]
+    assert times == sorted(times) and times[0] > report["seconds"]["stage1"]
+    questions = [json.loads(line) for line in (out / "eval" / "questions.jsonl").open()]
+    subset = curve_questions(questions, SMOKE.curve_per_category)
+    answers = {}
+    for line in (out / "eval" / "answers_stage2.jsonl").open():
+        answer = json.loads(line)
+        answers[answer["question_id"]] = answer["text"]
+    for category, accuracy in curve[-1]["accuracy"].items():
+        scored = [
+            score_answer(category, q["answer"], answers[q["question_id"]])
+            for q in subset
+            if q["category"] == category
+        ]
+        assert accuracy == pytest.approx(sum(scored) / len(scored)), category
