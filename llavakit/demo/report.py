@@ -23,7 +23,7 @@ def markdown(report: dict) -> str:
     header = "| category | questions | stage 1 only | final | target |"
     rule = "|---|---|---|---|---|"
     if ablation:
-        header = header[:-1] + " final without LLaVAR data |"
+        header += " final without LLaVAR data |"
         rule += "---|"
     rows = [header, rule]
     for category, n in report["n_questions"].items():
