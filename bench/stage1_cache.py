@@ -5,12 +5,14 @@ image never change. `data.feature_cache` computes them once into sharded safeten
 them instead of pixels; this measures what that buys per training step, and what filling the
 cache costs once.
 
-Sizes are the tiny CPU recipe's (CLIP 64 px / patch 8 / width 128 / 4 layers; Llama width 192 /
-4 layers; `plain` template, max length 256, batch 16), with random weights and world scenes with
-their captions. Each run is its own process; runs alternate and repeat; throughput is measured in
-process CPU time on one thread (see bench/train_throughput.py for why).
+Sizes (`plain` template, max length 256, batch 16, random weights, world scenes with their
+captions): `--sizes bench` (default) is CLIP 64 px / patch 8 / width 128 / 4 layers with a Llama
+of width 192 / 4 layers; `--sizes demo` is the demo's stage-0 folders that the tiny CPU recipes
+load (CLIP 96 px / patch 12 / width 128 / 4 layers; Llama width 128 / 4 layers). Each run is its
+own process; runs alternate and repeat; throughput is measured in process CPU time on one thread
+(see bench/train_throughput.py for why).
 
-    python bench/stage1_cache.py [--steps 30] [--repeats 3] [--images 640]
+    python bench/stage1_cache.py [--steps 30] [--repeats 3] [--images 640] [--sizes demo]
 """
 
 from __future__ import annotations
@@ -33,7 +35,13 @@ SEED = 0
 CONFIGS = ("pixels", "cached")
 
 
-def prepare(workdir: Path, n_images: int) -> None:
+MODEL_SIZES = {
+    "bench": {"image_size": 64, "patch_size": 8, "llm_width": 192},
+    "demo": {"image_size": 96, "patch_size": 12, "llm_width": 128},
+}
+
+
+def prepare(workdir: Path, n_images: int, sizes: str) -> None:
     """World scenes with captions as a stage-1 caption file, tiny models, a start checkpoint."""
     import torch
 
@@ -61,7 +69,7 @@ def prepare(workdir: Path, n_images: int) -> None:
         )
     (workdir / "pretrain.json").write_text(json.dumps(records))
     corpus = [r["conversations"][1]["value"] for r in records] * 3
-    clip_dir, llm_dir = write_models(workdir, corpus, SEED)
+    clip_dir, llm_dir = write_models(workdir, corpus, SEED, **MODEL_SIZES[sizes])
     torch.manual_seed(SEED)
     config = ModelConfig(
         vision_tower=str(clip_dir),
@@ -169,6 +177,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--images", type=int, default=640)
+    parser.add_argument("--sizes", choices=sorted(MODEL_SIZES), default="bench")
     parser.add_argument("--workdir", type=Path, help="keep data/models here (default: temp)")
     parser.add_argument("--run", help=argparse.SUPPRESS)  # child process: one configuration
     args = parser.parse_args()
@@ -186,7 +195,7 @@ def main() -> None:
         workdir = args.workdir or Path(temporary)
         workdir.mkdir(parents=True, exist_ok=True)
         if not (workdir / "init").is_dir():
-            prepare(workdir, args.images)
+            prepare(workdir, args.images, args.sizes)
 
         def child(name: str) -> dict:
             command = [sys.executable, __file__, "--run", name, "--workdir", str(workdir)]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import resource
 import statistics
@@ -127,8 +128,19 @@ def write_images(folder: Path, n: int, seed: int) -> None:
         image.save(folder / f"{i}.png")
 
 
-def write_models(folder: Path, corpus: list[str], seed: int) -> tuple[Path, Path]:
-    """Random-weight CLIP tower and Llama LLM of the tiny recipe's sizes, as HF folders."""
+def write_models(
+    folder: Path,
+    corpus: list[str],
+    seed: int,
+    image_size: int = 64,
+    patch_size: int = 8,
+    llm_width: int = 192,
+) -> tuple[Path, Path]:
+    """Random-weight CLIP tower (width 128, 4 layers) and 4-layer Llama, as HF folders.
+
+    The defaults are this benchmark's; the demo's stage-0 folders (which the tiny CPU recipes
+    load) are image_size=96, patch_size=12, llm_width=128.
+    """
     import torch
     from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
@@ -141,8 +153,8 @@ def write_models(folder: Path, corpus: list[str], seed: int) -> tuple[Path, Path
     llm = LlamaForCausalLM(
         LlamaConfig(
             vocab_size=len(tokenizer),
-            hidden_size=192,
-            intermediate_size=512,
+            hidden_size=llm_width,
+            intermediate_size=math.ceil(8 * llm_width / 3 / 32) * 32,
             num_hidden_layers=4,
             num_attention_heads=4,
             num_key_value_heads=4,
@@ -156,8 +168,8 @@ def write_models(folder: Path, corpus: list[str], seed: int) -> tuple[Path, Path
     llm.save_pretrained(llm_dir)
     clip = CLIPVisionModel(
         CLIPVisionConfig(
-            image_size=64,
-            patch_size=8,
+            image_size=image_size,
+            patch_size=patch_size,
             hidden_size=128,
             intermediate_size=512,
             num_hidden_layers=4,
@@ -166,7 +178,7 @@ def write_models(folder: Path, corpus: list[str], seed: int) -> tuple[Path, Path
         )
     )
     clip.save_pretrained(clip_dir)
-    ImageProcessorConfig(size=64, crop_size=64).save_pretrained(clip_dir)  # CLIP mean/std
+    ImageProcessorConfig(size=image_size, crop_size=image_size).save_pretrained(clip_dir)
     return clip_dir, llm_dir
 
 
