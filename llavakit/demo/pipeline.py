@@ -257,6 +257,7 @@ def accuracy_curve(out: Path, sizes: DemoSizes, init_from: str | None):
     questions = [
         json.loads(line) for line in benchmark_questions(out, sizes).read_text().splitlines()
     ]
+    # train() builds its own model; the stage-1 checkpoint has the same tokenizer and images.
     _, processor = load_checkpoint(init_from)
     return AccuracyCurve(
         curve_questions(questions, sizes.curve_per_category),
@@ -417,13 +418,13 @@ def run_demo(
     return report
 
 
+BEFORE_STAGE2 = ("world", "data", "stage0", "stage1", "llavar_conversations")
+
+
 def demo_time_curve(points: list[dict], seconds: dict[str, float]) -> list[dict]:
     """Stage-2 curve points with `demo_seconds`: every step before stage 2 plus training so far."""
     before = sum(seconds.get(step, 0.0) for step in BEFORE_STAGE2)
     return [point | {"demo_seconds": round(before + point["train_seconds"], 1)} for point in points]
-
-
-BEFORE_STAGE2 = ("world", "data", "stage0", "stage1", "llavar_conversations")
 
 
 def run_llavar_ablation(out: Path, sizes: DemoSizes, steps: StepCache, stage0: dict) -> dict:
