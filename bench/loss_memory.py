@@ -18,11 +18,11 @@ before the step.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
-import subprocess
 import sys
 import time
+
+from child_process import report, run_child
 
 VOCAB = 151_936
 CONFIGS = ("transformers", "llavakit trained-only", "llavakit chunked")
@@ -80,18 +80,12 @@ def main() -> None:
     parser.add_argument("--run", help=argparse.SUPPRESS)  # child process: one configuration
     args = parser.parse_args()
     if args.run:
-        print("RESULT " + json.dumps(run_one(args.run, args.rows, args.length, args.chunk)))
+        report(run_one(args.run, args.rows, args.length, args.chunk))
         return
     results = []
     for name in CONFIGS:
-        command = [sys.executable, __file__, "--run", name]
-        command += ["--rows", str(args.rows), "--length", str(args.length)]
-        command += ["--chunk", str(args.chunk)]
-        done = subprocess.run(command, capture_output=True, text=True)
-        lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
-        if done.returncode or not lines:
-            sys.exit(f"{name} failed:\n{done.stderr[-4000:]}")
-        results.append(json.loads(lines[-1][len("RESULT ") :]))
+        options = ["--rows", str(args.rows), "--length", str(args.length)]
+        results.append(run_child(__file__, name, options + ["--chunk", str(args.chunk)]))
         print(f"[{name}] {results[-1]}", file=sys.stderr)
     base = results[0]
     trained = args.rows * (args.length - args.length // 2)

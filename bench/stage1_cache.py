@@ -21,12 +21,12 @@ import argparse
 import json
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from child_process import report, run_child
 from train_throughput import StepClock, write_models
 
 BATCH = 16
@@ -186,10 +186,9 @@ def main() -> None:
 
         torch.set_num_threads(1)
         if args.run == "fill":
-            result = fill_cache(args.workdir)
+            report(fill_cache(args.workdir))
         else:
-            result = run_one(args.workdir, args.run, args.steps, args.warmup)
-        print("RESULT " + json.dumps(result))
+            report(run_one(args.workdir, args.run, args.steps, args.warmup))
         return
     with tempfile.TemporaryDirectory() as temporary:
         workdir = args.workdir or Path(temporary)
@@ -198,13 +197,9 @@ def main() -> None:
             prepare(workdir, args.images, args.sizes)
 
         def child(name: str) -> dict:
-            command = [sys.executable, __file__, "--run", name, "--workdir", str(workdir)]
-            command += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
-            done = subprocess.run(command, capture_output=True, text=True)
-            lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
-            if done.returncode or not lines:
-                sys.exit(f"{name} failed:\n{done.stderr[-4000:]}")
-            return json.loads(lines[-1][len("RESULT ") :])
+            options = ["--workdir", str(workdir)]
+            options += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
+            return run_child(__file__, name, options)
 
         fill = child("fill")
         results = []

@@ -29,11 +29,12 @@ import math
 import random
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from child_process import report, run_child
 
 BATCH = 16
 MAX_LENGTH = 384
@@ -428,8 +429,7 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-        result = run_one(args.workdir, args.run, args.steps, args.warmup)
-        print("RESULT " + json.dumps(result))
+        report(run_one(args.workdir, args.run, args.steps, args.warmup))
         return
     with tempfile.TemporaryDirectory() as temporary:
         workdir = args.workdir or Path(temporary)
@@ -439,14 +439,9 @@ def main() -> None:
         results = []
         for repeat in range(args.repeats):
             for name in args.configs:
-                command = [sys.executable, __file__, "--run", name, "--workdir", str(workdir)]
-                command += ["--threads", str(args.threads)]
-                command += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
-                done = subprocess.run(command, capture_output=True, text=True)
-                lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
-                if done.returncode or not lines:
-                    sys.exit(f"{name} failed:\n{done.stderr[-4000:]}")
-                results.append(json.loads(lines[-1][len("RESULT ") :]))
+                options = ["--workdir", str(workdir), "--threads", str(args.threads)]
+                options += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
+                results.append(run_child(__file__, name, options))
                 r = results[-1]
                 print(
                     f"[{repeat + 1}/{args.repeats}] {name}: {r['tokens_per_s']:.0f} tok/s, "
