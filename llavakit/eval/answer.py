@@ -3,9 +3,14 @@
 Reads a LLaVA question JSONL (`question_id`, `image`, `text`, optional `category`), answers it in
 batches through the inference engine, and appends one LLaVA answer record per question
 (`question_id`, `prompt`, `text`, `answer_id`, `model_id`, `metadata`) to the output file as each
-batch finishes. A rerun skips ids already answered (a torn last line from a killed run is
+batch finishes. A rerun skips questions already answered (a torn last line from a killed run is
 ignored and redone); `num_chunks`/`chunk_idx` split the questions into contiguous shards that
 `merge_answers` joins back into one file.
+
+A question is known by its id *and* prompt: LLaVA-1.5's TextVQA question file
+(`llava_textvqa_val_v051_ocr.jsonl`) uses the image id as `question_id`, so two questions about
+one image share an id and differ only in their text. Decoding is greedy unless a temperature
+is given, as in the papers' evaluations.
 """
 
 from __future__ import annotations
@@ -39,8 +44,15 @@ def chunk(items: Sequence, num_chunks: int, index: int) -> list:
     return list(items[index * size : (index + 1) * size])
 
 
-def answered_ids(path: Path) -> set[str]:
-    """Ids already in an answer file; a torn (unparsable) last line is dropped from the file."""
+def answer_key(record: dict) -> tuple[str, str | None]:
+    """What names the question an answer record answers: (question id, prompt)."""
+    prompt = record.get("prompt")
+    return str(record["question_id"]), prompt if isinstance(prompt, str) else None
+
+
+def answered_ids(path: Path) -> set[tuple[str, str | None]]:
+    """Questions already in an answer file, as `answer_key`s; a torn (unparsable) last line is
+    dropped from the file."""
     if not path.is_file():
         return set()
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
@@ -52,7 +64,7 @@ def answered_ids(path: Path) -> set[str]:
             if number == len(lines) - 1:
                 break  # interrupted mid-write: redo that question
             raise ValueError(f"{path}:{number + 1}: not valid JSON; refusing to append") from None
-        ids.add(str(record["question_id"]))
+        ids.add(answer_key(record))
         kept.append(line if line.endswith("\n") else line + "\n")
     if len(kept) != len(lines) or (lines and not lines[-1].endswith("\n")):
         path.write_text("".join(kept), encoding="utf-8")
@@ -76,7 +88,12 @@ def answer_questions(
     )
     shard = chunk(questions, settings.num_chunks, settings.chunk_idx)
     done = answered_ids(out)
-    todo = [q for q in shard if str(q["question_id"]) not in done]
+    todo = [
+        q
+        for q in shard
+        if (str(q["question_id"]), q.get("text")) not in done
+        and (str(q["question_id"]), None) not in done
+    ]
     out.parent.mkdir(parents=True, exist_ok=True)
     with (
         out.open("a", encoding="utf-8") as sink,
@@ -115,11 +132,12 @@ def answer_questions(
 
 
 def merge_answers(shards: Sequence[Path], out: Path) -> int:
-    """Join shard files into one (first answer per question id wins); returns the count."""
+    """Join shard files into one (first answer per question, see `answer_key`, wins); returns
+    the count."""
     seen, lines = set(), []
     for shard in shards:
         for record in read_records(shard):
-            key = str(record["question_id"])
+            key = answer_key(record)
             if key not in seen:
                 seen.add(key)
                 lines.append(json.dumps(record, ensure_ascii=False))

@@ -20,11 +20,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+SHORT_ANSWER_INSTRUCTION = "Answer the question using a single word or phrase."
+"""LLaVA-1.5's evaluation instruction for VQA-style benchmarks, on its own line after the
+question (TextVQA, POPE, MME...); `prepare` commands append it."""
 
 MAX_IDS_SHOWN = 20
 """How many ids an error message or a result lists before eliding the rest."""
@@ -71,6 +74,17 @@ def _parse_document(path: Path, text: str) -> list[Any] | None:
     if isinstance(document, dict):
         return document["data"] if isinstance(document.get("data"), list) else [document]
     return document if isinstance(document, list) else None
+
+
+def read_json(path: str | os.PathLike, what: str = "file") -> Any:
+    """One JSON document; a clear error naming the file (and line) when it is absent or bad."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such {what}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
 
 
 def question_key(record: dict[str, Any], path: str | os.PathLike, index: int) -> str:
@@ -161,14 +175,19 @@ def match_answers(
         pairs.append((question, answers_by_id.get(key)))
         if key not in answers_by_id:
             missing.append(key)
-    model_ids = Counter(a["model_id"] for a in answer_records if isinstance(a.get("model_id"), str))
     return MatchedAnswers(
         questions_path=str(questions),
         answers_path=str(answers),
         pairs=pairs,
         missing_ids=missing,
-        model_id=model_ids.most_common(1)[0][0] if model_ids else None,
+        model_id=most_common_model(answer_records),
     )
+
+
+def most_common_model(answers: list[dict[str, Any]], field: str = "model_id") -> str | None:
+    """The model an answer file belongs to: its most frequent `field` value, if any."""
+    names = Counter(a[field] for a in answers if isinstance(a.get(field), str))
+    return names.most_common(1)[0][0] if names else None
 
 
 def require(record: dict[str, Any], field: str, kind: type | tuple[type, ...], path: Any) -> Any:
@@ -187,11 +206,6 @@ def require(record: dict[str, Any], field: str, kind: type | tuple[type, ...], p
 
 def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
     return kind if isinstance(kind, tuple) else (kind,)
-
-
-def normalize_text(text: str) -> str:
-    """Unicode-normalised (NFKC), case-folded, whitespace collapsed to single spaces."""
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
 def percent(numerator: float, denominator: float) -> float | None:
