@@ -1,7 +1,18 @@
-"""Reading a yes/no verdict out of a free-form reply (MME and POPE).
+"""Reading a yes/no verdict out of a free-form reply (MME and POPE), three ways.
 
-Models asked "Please answer yes or no" often add words: "Yes, but only one.", "No.", "There is
-no dog in the image." The rule, in order:
+The official readers, reproduced exactly because they decide the published numbers:
+
+- `pope_official` (haotian-liu/LLaVA `llava/eval/eval_pope.py`): keep the text before the first
+  ".", delete every ",", split on single spaces; if one of the pieces is exactly "No", "no" or
+  "not" the verdict is no, otherwise yes — an empty reply, "NO", "Nope" or "no!" included.
+- `mme_official` (MME's `eval_tool/calculation.py`): lower-case the reply; "yes" or "no"
+  exactly, else "yes" if its first four characters contain "yes", else "no" if they contain
+  "no", else None (the script's "other", always wrong): "Not sure" is a no, "Absolutely yes"
+  has no verdict.
+
+`parse_yes_no` is llavakit's lenient reader (the `lenient` protocols). Models asked "Please
+answer yes or no" often add words: "Yes, but only one.", "No.", "There is no dog in the
+image." The rule, in order:
 
 1. the first word, when it is "yes" or "no", decides ("Yes, but…" is a yes);
 2. otherwise the reply's standalone words decide when they point one way only: "yes" for yes,
@@ -34,6 +45,23 @@ def parse_yes_no(reply: str) -> str | None:
     if says_yes != says_no:
         return "yes" if says_yes else "no"
     return None
+
+
+def pope_official(reply: str) -> str:
+    """'yes' or 'no' as eval_pope.py decides (never undecided)."""
+    first_sentence = reply.split(".")[0]
+    pieces = first_sentence.replace(",", "").split(" ")
+    return "no" if any(p in ("No", "not", "no") for p in pieces) else "yes"
+
+
+def mme_official(reply: str) -> str | None:
+    """'yes', 'no', or None ("other") as MME's calculation.py decides."""
+    text = reply.lower()
+    if text in ("yes", "no"):
+        return text
+    if "yes" in text[:4]:
+        return "yes"
+    return "no" if "no" in text[:4] else None
 
 
 def yes_no_label(record: dict, fields: tuple[str, ...], path: object) -> str:
