@@ -1,4 +1,6 @@
-"""ScienceQA: prompt, letter extraction, accuracy breakdown by hand, and the teacher ensemble."""
+"""ScienceQA: prompts, both letter readers, accuracy breakdown by hand, the teacher ensemble.
+
+The official reader's decisions on 40 crafted replies are in test_eval_crafted.py."""
 
 from __future__ import annotations
 
@@ -7,12 +9,14 @@ import json
 import pytest
 
 from llavakit.eval.tasks.scienceqa import (
-    EnsembleConfig,
     build_prompt,
     extract_letter,
+    official_letter,
+    prepare_from_llava,
     prepare_questions,
     score_scienceqa,
 )
+from llavakit.eval.tasks.scienceqa_ensemble import EnsembleConfig
 
 CHOICES = ["rock", "apple", "pear", "fig"]
 
@@ -98,9 +102,27 @@ def files(write_jsonl):
     return questions, answers
 
 
-def test_accuracy_breakdown_matches_hand_count(files):
+def test_official_is_the_default_and_reads_only_the_reference_layouts(files):
     result = score_scienceqa(*files)
+    assert (result["protocol"], result["protocol_reference"]) == (
+        "official",
+        "haotian-liu/LLaVA llava/eval/eval_science_qa.py",
+    )
+    predictions = {i["question_id"]: i["prediction"] for i in result["items"]}
+    # "B or C", "" and "(A) rock" are FAILED for the reference; q5 has no answer
+    assert predictions == {"q1": "B", "q2": "A", "q3": None, "q4": None, "q5": None, "q6": None}
+    assert result["metrics"]["accuracy"] == pytest.approx(100 * 2 / 6)
+    assert result["metrics"]["IMG"] == pytest.approx(100 * 1 / 2)  # q1 right, q4 wrong
+    assert result["n_unparsed"] == 3
+    assert official_letter("B") == "B" and official_letter("(B)") is None
+    with pytest.raises(ValueError, match="ScienceQA has no scoring protocol 'gpt'"):
+        score_scienceqa(*files, protocol="gpt")
+
+
+def test_lenient_accuracy_breakdown_matches_hand_count(files):
+    result = score_scienceqa(*files, protocol="lenient")
     assert result["benchmark"] == "ScienceQA" and result["model_id"] == "tiny-llava"
+    assert result["protocol"] == "lenient"
     expected = {
         "accuracy": 3 / 6,
         "NAT": 2 / 3,
@@ -152,8 +174,11 @@ def _teacher_reply(request):
 
 def test_ensemble_with_text_only_teacher(files, scripted_teacher):
     teacher = scripted_teacher(_teacher_reply, name="gpt-judge")
-    result = score_scienceqa(*files, teacher=teacher, ensemble_config=EnsembleConfig(seed=5))
+    result = score_scienceqa(
+        *files, protocol="lenient", teacher=teacher, ensemble_config=EnsembleConfig(seed=5)
+    )
     variant = result["variants"]["+ gpt-judge arbitration"]
+    assert variant["protocol"] == "lenient + gpt-judge arbitration"
     assert variant["metrics"]["accuracy"] == pytest.approx(100 * 4 / 6)
     assert variant["metrics"]["NAT"] == pytest.approx(100 * 2 / 3)  # q1, q4 right; q6 wrong
     assert variant["counts"] == {
@@ -184,17 +209,21 @@ def test_ensemble_with_text_only_teacher(files, scripted_teacher):
     )
 
 
+FRUIT = {
+    "question": "Which is a fruit?",
+    "choices": ["rock", "apple"],
+    "answer": 1,
+    "hint": "",
+    "image": "image.png",
+    "subject": "natural science",
+    "grade": "grade4",
+}
+"""Problem 7 of a small problems.json."""
+
+
 def test_prepare_from_the_scienceqa_release(tmp_path):
     problems = {
-        "7": {
-            "question": "Which is a fruit?",
-            "choices": ["rock", "apple"],
-            "answer": 1,
-            "hint": "",
-            "image": "image.png",
-            "subject": "natural science",
-            "grade": "grade4",
-        },
+        "7": FRUIT,
         "9": {
             "question": "Which word is a noun?",
             "choices": ["run", "cat", "blue"],
@@ -216,3 +245,36 @@ def test_prepare_from_the_scienceqa_release(tmp_path):
     )
     with pytest.raises(ValueError, match=r"no split 'val'; it has \['test', 'train'\]"):
         prepare_questions(tmp_path / "problems.json", tmp_path / "pid_splits.json", "val")
+
+
+def test_prepare_from_llavas_own_prompts(tmp_path, write_jsonl):
+    problems = {"7": FRUIT}
+    (tmp_path / "problems.json").write_text(json.dumps(problems))
+    llava = tmp_path / "llava_test_CQM-A.json"
+    turn = "Which is a fruit?\nA. rock\nB. apple\n<image>"
+    llava.write_text(
+        json.dumps(
+            [
+                {
+                    "id": "7",
+                    "image": "7/image.png",
+                    "conversations": [
+                        {"from": "human", "value": turn},
+                        {"from": "gpt", "value": "B"},
+                    ],
+                }
+            ]
+        )
+    )
+    (record,) = prepare_from_llava(llava, tmp_path / "problems.json")
+    assert record["text"] == (
+        "Which is a fruit?\nA. rock\nB. apple\n"
+        "Answer with the option's letter from the given choices directly."
+    )
+    assert (record["question_id"], record["image"], record["answer"]) == ("7", "7/image.png", 1)
+    answers = write_jsonl("a.jsonl", [{"question_id": "7", "text": "B", "prompt": record["text"]}])
+    questions = write_jsonl("q.jsonl", [record])
+    assert score_scienceqa(questions, answers)["metrics"]["IMG"] == 100.0
+    llava.write_text(json.dumps([{"id": "8", "conversations": []}]))
+    with pytest.raises(ValueError, match="record 1 is not a LLaVA question record"):
+        prepare_from_llava(llava, tmp_path / "problems.json")

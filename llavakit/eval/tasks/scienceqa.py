@@ -1,60 +1,84 @@
-"""ScienceQA as evaluated in the LLaVA paper: option-letter accuracy, its breakdown, the ensemble.
+"""ScienceQA as evaluated by LLaVA: option-letter accuracy, its breakdown, the official reading.
 
 Getting the data
     The ScienceQA release (scienceqa.github.io; GitHub lupantech/ScienceQA, folder
     `data/scienceqa/`) provides `problems.json` (problem id → question, choices, answer index,
     hint, image, subject, grade...), `pid_splits.json` (split name → problem ids) and the
-    images as `images/<split>/<pid>/image.png`. Turn them into a question file with
+    images as `images/<split>/<pid>/image.png`. LLaVA-1.5 also ships its prompts as
+    `llava_test_CQM-A.json` (LLaVA conversation records). Make a question file from either:
 
         llavakit eval prepare scienceqa --problems problems.json --splits pid_splits.json \\
-            --split test --out scienceqa_test.jsonl
+            --split test --out scienceqa_test.jsonl                  # our prompt (build_prompt)
+        llavakit eval prepare scienceqa --problems problems.json \\
+            --llava-questions llava_test_CQM-A.json --out scienceqa_test.jsonl  # LLaVA's prompts
         llavakit eval answer --questions scienceqa_test.jsonl --image-folder images/test ...
         llavakit eval score scienceqa --questions scienceqa_test.jsonl --answers answers.jsonl
 
+    With `--llava-questions` each prompt is LLaVA's own: the human turn without `<image>`,
+    stripped, then a new line and `ANSWER_INSTRUCTION` (model_vqa_science.py with
+    `--single-pred-prompt`). An answer file written by LLaVA's scripts scores as it is.
+
 Question file (one JSON object per line)
     `question_id`; `image` (optional, relative to the image folder: `<pid>/image.png`);
-    `text` (the prompt, see `build_prompt`); `question`; `choices` (list of option texts);
-    `answer` (0-based index into choices, or the option letter); `hint` (the text context, ""
-    when there is none); `subject` ("natural science" | "social science" | "language science");
-    `grade` ("grade1" … "grade12").
+    `text` (the prompt); `question`; `choices` (list of option texts); `answer` (0-based index
+    into choices, or the option letter); `hint` (the text context, "" when there is none);
+    `subject` ("natural science" | "social science" | "language science"); `grade`
+    ("grade1" … "grade12").
 
 Breakdown (the LLaVA paper's ScienceQA table): subject NAT / SOC / LAN; context modality TXT (a
 text hint is given), IMG (an image is given), NO (neither) — a question with both counts in TXT
-and IMG; grade G1-6 / G7-12; `accuracy` over all questions.
+and IMG; grade G1-6 / G7-12; `accuracy` over all questions. LLaVA-1.5 reports IMG. The reference
+counts an answer in IMG when its recorded prompt contains "<image>", which LLaVA's answer script
+writes exactly for the questions that have an image; we read the question's `image` instead, so
+an answer file without that marker (ours) is split the same way.
 
-Reading the option letter from a reply (`extract_letter`), first rule that applies:
-1. an explicit "answer is X" / "answer: X" (X an upper-case valid letter, optionally in
-   parentheses); when there are several, the last, since a reasoned reply ends on its verdict;
-2. the whole reply is a letter: "B", "(B)", "b", "B.";
-3. the reply starts with an option marker: "B. apple", "(B) apple", "B) apple", "B: apple";
-4. the reply is exactly one option's text ("apple." when B is "apple");
-5. the first standalone upper-case valid letter ("B or C" → B), reading "A" followed by a
-   lower-case word as the English article ("A dog sits" has no letter) unless that word is
-   "is", "was", "and" or "or" ("A is correct" → A).
-A reply none of these fit (including an empty one) has no letter and counts as wrong.
+Protocols (`score_scienceqa(protocol=...)`)
+- `official` (default): haotian-liu/LLaVA `llava/eval/eval_science_qa.py`. The reply, exactly
+  as written, must be one of the letters A-E, or start with one of them followed by ". ", or
+  contain exactly one match of the regular expression `The answer is ([A-Z]).` (capital T, any
+  one character after the letter); anything else, a missing answer included, is FAILED and
+  wrong. A letter counts only if it names one of the question's options (A-E only).
+- `lenient`: llavakit's forgiving reader (`extract_letter`), first rule that applies:
+  1. an explicit "answer is X" / "answer: X" (X an upper-case valid letter, optionally in
+     parentheses); when there are several, the last, since a reasoned reply ends on its verdict;
+  2. the whole reply is a letter: "B", "(B)", "b", "B.";
+  3. the reply starts with an option marker: "B. apple", "(B) apple", "B) apple", "B: apple";
+  4. the reply is exactly one option's text ("apple." when B is "apple");
+  5. the first standalone upper-case valid letter ("B or C" → B), reading "A" followed by a
+     lower-case word as the English article ("A dog sits" has no letter) unless that word is
+     "is", "was", "and" or "or" ("A is correct" → A).
+  A reply none of these fit (including an empty one) has no letter and counts as wrong.
 
-The ensemble (LLaVA §5.2, "GPT-4 as the judge"): a text-only teacher answers every question from
-its text alone; where its letter and the model's agree, that letter stands; where one of them has
-no letter, the other's stands; where they differ, the teacher is shown the question with both
-replies and asked for the final letter (if that arbitration fails, the model's letter stands).
+The LLaVA paper's ensemble with a text-only teacher is in `scienceqa_ensemble`; with a teacher,
+`score_scienceqa` adds it as a variant scored under its own protocol name.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import string
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from llavakit.datagen.protocol import Teacher, TeacherRequest
-from llavakit.eval.files import match_answers, percent, require
-from llavakit.eval.judge import ask_until_parsed
+from llavakit.eval.files import match_answers, percent, read_json, read_records, require
+from llavakit.eval.protocols import Protocol, choose
+
+if TYPE_CHECKING:
+    from llavakit.datagen.protocol import Teacher
+    from llavakit.eval.tasks.scienceqa_ensemble import EnsembleConfig
+
+PROTOCOLS = MappingProxyType(
+    {
+        "official": Protocol("official", "haotian-liu/LLaVA llava/eval/eval_science_qa.py"),
+        "lenient": Protocol(
+            "lenient", "llavakit's forgiving letter reader (scienceqa.extract_letter)"
+        ),
+    }
+)
 
 ANSWER_INSTRUCTION = "Answer with the option's letter from the given choices directly."
 """The LLaVA-1.5 single-answer instruction appended to every prompt (models trained on its data
@@ -87,6 +111,31 @@ def option_letters(choices: list[str]) -> str:
     if not 2 <= len(choices) <= 26:
         raise ValueError(f"a multiple-choice question needs 2 to 26 choices, got {len(choices)}")
     return string.ascii_uppercase[: len(choices)]
+
+
+OFFICIAL_OPTIONS = "ABCDE"
+"""The letters the official script knows (its `--options` default); ScienceQA has at most 5."""
+_THE_ANSWER_IS = re.compile(r"The answer is ([A-Z]).")
+
+
+def official_letter(reply: str) -> str | None:
+    """The letter eval_science_qa.py reads from a reply, or None for its FAILED.
+
+    >>> [official_letter(r) for r in ("B", "B. apple", "The answer is B.", "b", "(B)")]
+    ['B', 'B', 'B', None, None]
+    """
+    if len(reply) == 1 and reply in OFFICIAL_OPTIONS:
+        return reply
+    if len(reply) >= 3 and reply[0] in OFFICIAL_OPTIONS and reply[1:3] == ". ":
+        return reply[0]
+    found = _THE_ANSWER_IS.findall(reply)
+    return found[0] if len(found) == 1 else None
+
+
+def official_correct(letter: str | None, problem: Problem) -> bool:
+    """The official verdict: the letter names one of the problem's options and is the answer."""
+    valid = OFFICIAL_OPTIONS[: len(problem.choices)]
+    return letter is not None and letter in valid and letter == problem.answer
 
 
 _EXPLICIT = re.compile(r"\banswer(?:\s+is)?\s*:?\s*\(?([A-Z])\)?(?![A-Za-z0-9])", re.IGNORECASE)
@@ -190,204 +239,76 @@ class Problem:
         return build_prompt(self.question, self.choices, self.hint, instruction)
 
 
-def accuracy_table(problems: list[Problem], predictions: list[str | None]) -> dict[str, Any]:
+def accuracy_table(problems: list[Problem], verdicts: list[bool]) -> dict[str, Any]:
     """Accuracy (%) overall and per breakdown column, in the paper's column order."""
     correct: Counter[str] = Counter()
     total: Counter[str] = Counter()
-    for problem, prediction in zip(problems, predictions):
+    for problem, right in zip(problems, verdicts):
         for group in ("accuracy", *problem.groups):
             total[group] += 1
-            correct[group] += prediction == problem.answer
+            correct[group] += right
     return {group: percent(correct[group], total[group]) for group in ("accuracy", *BREAKDOWN)}
-
-
-@dataclass
-class EnsembleConfig:
-    """How the text-only teacher is asked in the ensemble."""
-
-    max_attempts: int = 3
-    """Attempts per teacher request before its reply counts as having no letter."""
-    temperature: float = 0.0
-    """Sampling temperature of the teacher's answers and arbitrations."""
-    max_tokens: int = 512
-    """Reply length limit of each teacher request."""
-    seed: int = 0
-    """Seed of the first attempt; each retry adds one (see `llavakit.eval.judge`)."""
-    progress: bool = False
-    """Show progress bars while the teacher answers and arbitrates."""
-
-
-_TEACHER_SYSTEM = (
-    "You answer multiple-choice science questions. Some questions refer to an image that you "
-    "cannot see: rely on the context given and on what you know. Think step by step if it "
-    'helps, then finish with a line of the form "The answer is X." where X is the letter of '
-    "exactly one option."
-)
-_ARBITER_SYSTEM = (
-    "Two assistants answered the same multiple-choice science question and disagree. The "
-    "first could see the image the question may refer to; the second, like you, could not. "
-    "Weigh their replies against the question and the context, decide which option is "
-    'correct, and finish with a line of the form "The answer is X." where X is the letter of '
-    "exactly one option."
-)
-
-
-def _parse_letter(reply: str, request: TeacherRequest) -> str:
-    letter = extract_letter(reply, request.context["choices"])
-    if letter is None:
-        raise ValueError(f"no option letter in {reply[:80]!r}")
-    return letter
-
-
-def validate_letter(request: TeacherRequest, reply: str) -> None:
-    """Answer validator for `OpenAITeacher(validate=...)`: rejects replies with no letter, so the
-    teacher asks again itself (then use `EnsembleConfig(max_attempts=1)`)."""
-    _parse_letter(reply, request)
-
-
-def _request(
-    step: str, system: str, user: str, problem: Problem, config: EnsembleConfig
-) -> TeacherRequest:
-    """A teacher request for one question; `step` is "answer" or "arbitrate"."""
-    return TeacherRequest(
-        key=f"scienceqa:{problem.question_id}:{step}",
-        task=f"scienceqa_{step}",
-        messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
-        context={"question": problem.question, "choices": problem.choices, "hint": problem.hint},
-        params={"temperature": config.temperature, "max_tokens": config.max_tokens},
-    )
-
-
-def _arbitration_prompt(problem: Problem, model_reply: str, teacher_reply: str) -> str:
-    return (
-        f"{problem.prompt(instruction='')}\n\n"
-        f"Reply of the first assistant (saw the image):\n{model_reply}\n\n"
-        f"Reply of the second assistant (did not see the image):\n{teacher_reply}"
-    )
-
-
-def ensemble(
-    problems: list[Problem],
-    model_replies: list[str],
-    model_letters: list[str | None],
-    teacher: Teacher,
-    config: EnsembleConfig,
-) -> tuple[list[str | None], list[dict[str, Any]], dict[str, int]]:
-    """The paper's text-only-teacher ensemble: final letters, per-question trace, counts."""
-    teacher_answers = ask_until_parsed(
-        teacher,
-        [
-            _request("answer", _TEACHER_SYSTEM, p.prompt(instruction=""), p, config)
-            for p in problems
-        ],
-        _parse_letter,
-        max_attempts=config.max_attempts,
-        base_seed=config.seed,
-        progress="teacher answers" if config.progress else None,
-    )
-    teacher_letters = [teacher_answers[f"scienceqa:{p.question_id}:answer"] for p in problems]
-    disputes = [
-        _request(
-            "arbitrate",
-            _ARBITER_SYSTEM,
-            _arbitration_prompt(problem, reply, theirs.reply or ""),
-            problem,
-            config,
-        )
-        for problem, reply, ours, theirs in zip(
-            problems, model_replies, model_letters, teacher_letters
-        )
-        if ours and theirs.value and ours != theirs.value
-    ]
-    verdicts = ask_until_parsed(
-        teacher,
-        disputes,
-        _parse_letter,
-        max_attempts=config.max_attempts,
-        base_seed=config.seed,
-        progress="arbitrations" if config.progress else None,
-    )
-    counts: Counter[str] = Counter()
-    final: list[str | None] = []
-    trace: list[dict[str, Any]] = []
-    for problem, ours, theirs in zip(problems, model_letters, teacher_letters):
-        verdict = verdicts.get(f"scienceqa:{problem.question_id}:arbitrate")
-        if verdict is None:
-            chosen = ours or theirs.value
-            counts[_agreement(ours, theirs.value)] += 1
-        elif verdict.ok:
-            chosen = verdict.value
-            counts["arbitrated"] += 1
-            counts[f"arbiter_chose_{_whose(chosen, ours, theirs.value)}"] += 1
-        else:
-            chosen = ours
-            counts["arbitration_failed"] += 1
-        final.append(chosen)
-        trace.append(
-            {
-                "teacher_prediction": theirs.value,
-                "teacher_error": theirs.error,
-                "arbitration": None if verdict is None else verdict.value,
-                "ensemble_prediction": chosen,
-            }
-        )
-    return final, trace, dict(counts)
-
-
-def _agreement(ours: str | None, theirs: str | None) -> str:
-    if ours and theirs:
-        return "agreed"
-    if ours:
-        return "model_only"
-    return "teacher_only" if theirs else "neither"
-
-
-def _whose(chosen: str | None, ours: str | None, theirs: str | None) -> str:
-    if chosen == ours:
-        return "model"
-    return "teacher" if chosen == theirs else "other"
 
 
 def score_scienceqa(
     questions: str | os.PathLike,
     answers: str | os.PathLike,
     *,
+    protocol: str | None = None,
     teacher: Teacher | None = None,
     ensemble_config: EnsembleConfig | None = None,
 ) -> dict[str, Any]:
-    """Score an answer file; with a `teacher`, also the ensemble (as the result's variant)."""
+    """Score an answer file under `protocol` (default `official`); with a `teacher`, also the
+    LLaVA paper's ensemble (as the result's variant)."""
+    chosen = choose(PROTOCOLS, protocol, "ScienceQA")
     matched = match_answers(questions, answers)
     problems = [Problem.from_record(q, questions) for q, _ in matched.pairs]
-    replies = [a["text"] if a else "" for _, a in matched.pairs]
-    letters = [extract_letter(r, p.choices) for p, r in zip(problems, replies)]
+    replies = [a["text"] if a else None for _, a in matched.pairs]
+    if chosen.name == "official":
+        letters = [None if r is None else official_letter(r) for r in replies]
+        verdicts = [official_correct(letter, p) for letter, p in zip(letters, problems)]
+    else:
+        letters = [
+            None if r is None else extract_letter(r, p.choices) for r, p in zip(replies, problems)
+        ]
+        verdicts = [letter == p.answer for letter, p in zip(letters, problems)]
     items = [
         {
             "question_id": p.question_id,
             "prediction": letter,
             "answer": p.answer,
-            "correct": letter == p.answer,
-            "missing": answer is None,
+            "correct": correct,
+            "missing": reply is None,
         }
-        for p, letter, (_, answer) in zip(problems, letters, matched.pairs)
+        for p, letter, correct, reply in zip(problems, letters, verdicts, replies)
     ]
     result: dict[str, Any] = {
         "task": "scienceqa",
         "benchmark": "ScienceQA",
+        **chosen.stamp(),
         **matched.summary(),
-        "metrics": accuracy_table(problems, letters),
-        "n_unparsed": sum(
-            1 for item in items if item["prediction"] is None and not item["missing"]
-        ),
+        "metrics": accuracy_table(problems, verdicts),
+        "n_unparsed": sum(1 for i in items if i["prediction"] is None and not i["missing"]),
         "items": items,
     }
     if teacher is not None:
+        from llavakit.eval.tasks.scienceqa_ensemble import EnsembleConfig, ensemble
+
         config = ensemble_config or EnsembleConfig()
-        final, trace, counts = ensemble(problems, replies, letters, teacher, config)
+        final, trace, counts = ensemble(
+            problems, [r or "" for r in replies], letters, teacher, config
+        )
         for item, extra in zip(items, trace):
             item.update(extra)
+        name = f"{chosen.name} + {teacher.name} arbitration"
         result["variants"] = {
             f"+ {teacher.name} arbitration": {
-                "metrics": accuracy_table(problems, final),
+                "protocol": name,
+                "protocol_reference": "llavakit's reconstruction of the LLaVA paper's "
+                f"text-only-teacher ensemble over {chosen.name} letters (scienceqa_ensemble)",
+                "metrics": accuracy_table(
+                    problems, [f == p.answer for f, p in zip(final, problems)]
+                ),
                 "counts": counts,
             }
         }
@@ -400,41 +321,69 @@ def prepare_questions(
     split: str = "test",
     instruction: str = ANSWER_INSTRUCTION,
 ) -> list[dict[str, Any]]:
-    """Question records for one split of the ScienceQA release, prompts included."""
+    """Question records for one split of the ScienceQA release, our prompts (`build_prompt`)."""
     problems_by_id = _read_json_object(problems)
     split_ids = _read_json_object(splits)
     if split not in split_ids:
         raise ValueError(f"{splits}: no split {split!r}; it has {sorted(split_ids)}")
     records = []
     for pid in split_ids[split]:
-        if str(pid) not in problems_by_id:
-            raise ValueError(
-                f"{splits}: split {split!r} names problem {pid!r}, absent from {problems}"
-            )
-        raw = problems_by_id[str(pid)]
-        record = {
-            "question_id": str(pid),
-            **({"image": f"{pid}/{raw['image']}"} if raw.get("image") else {}),
-            "question": raw.get("question"),
-            "choices": raw.get("choices"),
-            "answer": raw.get("answer"),
-            "hint": raw.get("hint") or "",
-            "subject": raw.get("subject"),
-            "grade": raw.get("grade"),
-        }
+        record = _problem_record(problems_by_id, str(pid), problems, f"{splits} split {split!r}")
         problem = Problem.from_record(record, f"{problems} (problem {pid})")
         records.append({**record, "text": problem.prompt(instruction)})
     return records
 
 
+def prepare_from_llava(
+    llava_questions: str | os.PathLike,
+    problems: str | os.PathLike,
+    instruction: str = ANSWER_INSTRUCTION,
+) -> list[dict[str, Any]]:
+    """Question records whose prompts are LLaVA's own (`llava_test_CQM-A.json`), ground truth
+    from `problems.json`: the first human turn without "<image>", stripped, + "\n" + instruction.
+    """
+    problems_by_id = _read_json_object(problems)
+    records = []
+    for index, entry in enumerate(read_records(llava_questions), start=1):
+        pid = entry.get("id")
+        turns = entry.get("conversations")
+        first = turns[0] if isinstance(turns, list) and turns else None
+        if not isinstance(pid, (str, int)) or not isinstance(first, dict):
+            raise ValueError(
+                f"{llava_questions}: record {index} is not a LLaVA question record "
+                "(needs 'id' and 'conversations' with a first human turn)"
+            )
+        value = require(first, "value", str, llava_questions)
+        record = _problem_record(problems_by_id, str(pid), problems, str(llava_questions))
+        if isinstance(entry.get("image"), str):
+            record["image"] = entry["image"]
+        Problem.from_record(record, f"{problems} (problem {pid})")
+        prompt = value.replace("<image>", "").strip()
+        records.append({**record, "text": f"{prompt}\n{instruction}" if instruction else prompt})
+    return records
+
+
+def _problem_record(
+    problems_by_id: dict[str, Any], pid: str, problems: Any, named_by: str
+) -> dict[str, Any]:
+    """Our question record (without prompt) for one problem of problems.json."""
+    if pid not in problems_by_id:
+        raise ValueError(f"{named_by} names problem {pid!r}, absent from {problems}")
+    raw = problems_by_id[pid]
+    return {
+        "question_id": pid,
+        **({"image": f"{pid}/{raw['image']}"} if raw.get("image") else {}),
+        "question": raw.get("question"),
+        "choices": raw.get("choices"),
+        "answer": raw.get("answer"),
+        "hint": raw.get("hint") or "",
+        "subject": raw.get("subject"),
+        "grade": raw.get("grade"),
+    }
+
+
 def _read_json_object(path: str | os.PathLike) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
+    document = read_json(path)
     if not isinstance(document, dict):
         raise ValueError(f"{path}: expected a JSON object keyed by problem id or split name")
     return document
