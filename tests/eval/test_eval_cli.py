@@ -33,7 +33,8 @@ def test_score_writes_results_and_warns_about_missing(pope_files, capsys):
         == 0
     )
     out = capsys.readouterr().out
-    assert "POPE (tiny):" in out and "accuracy 50.00" in out and "warning: 1/4 missing" in out
+    assert "POPE (tiny):" in out and "accuracy 50.00" in out and "notes: 1/4 missing" in out
+    assert "protocol official: haotian-liu/LLaVA llava/eval/eval_pope.py" in out
     results = json.loads((answers.parent / "pope_a.results.json").read_text())
     assert results["task"] == "pope" and results["metrics"]["precision"] == 100.0
 
@@ -146,6 +147,8 @@ def test_llava_bench_judge_through_the_openai_teacher(bench_files, tmp_path, cap
                 server.base_url,
                 "--teacher-model",
                 "judge",
+                "--attempts",
+                "2",
                 "--out",
                 str(tmp_path / "bench.json"),
             ]
@@ -153,8 +156,9 @@ def test_llava_bench_judge_through_the_openai_teacher(bench_files, tmp_path, cap
     assert code == 0
     result = json.loads((tmp_path / "bench.json").read_text())
     assert result["metrics"]["overall"] == pytest.approx(75.0) and result["judge"] == "judge"
+    assert (result["protocol"], result["n_retried"], result["n_failed"]) == ("official", 1, 0)
     assert (tmp_path / "bench.cache.sqlite").is_file()
-    assert "rejected answers: 1" in capsys.readouterr().out
+    assert "notes: judge judge; 1 reviews retried" in capsys.readouterr().out
 
 
 def test_judge_errors_are_command_errors(bench_files, capsys, monkeypatch):
@@ -237,4 +241,60 @@ def test_scienceqa_ensemble_through_the_openai_teacher(tmp_path, write_jsonl, ca
         "arbiter_chose_teacher": 1,
         "teacher_only": 1,
     }
-    assert "t arbitration: accuracy 100.00" in capsys.readouterr().out
+    assert (
+        "+ t arbitration (protocol official + t arbitration): accuracy 100.00"
+        in capsys.readouterr().out
+    )
+
+
+def test_score_released_layouts_without_a_question_file(tmp_path, capsys):
+    released = tmp_path / "textVQA.json"
+    released.write_text(
+        json.dumps([{"question": "Brand?", "answer": "It is Sony.", "gt_answers": ["sony"] * 10}])
+    )
+    base = ["eval", "score", "textvqa", "--answers", str(released)]
+    assert main([*base, "--protocol", "multimodalocr"]) == 0
+    assert "accuracy 100.00" in capsys.readouterr().out
+    assert json.loads((tmp_path / "textVQA.results.json").read_text())["protocol"] == (
+        "multimodalocr"
+    )
+    assert main(base) == 0  # official for TextVQA: llava15, which needs an exact answer
+    assert "protocol llava15" in capsys.readouterr().out
+    assert main([*base, "--protocol", "exact"]) == 2
+    assert "TextVQA has no scoring protocol 'exact'" in capsys.readouterr().err
+
+    ocr = tmp_path / "OCR_model.txt"
+    ocr.write_text("1.jpg\tSTOP?\tYes\tYes\n1.jpg\tGO?\tNo\tNo, it says STOP\n")
+    assert main(["eval", "score", "mme", "--results", str(ocr), "--subtask", "OCR"]) == 0
+    assert "OCR 200.00" in capsys.readouterr().out
+    assert json.loads((tmp_path / "OCR_model.results.json").read_text())["model_id"] == "OCR_model"
+    assert main(["eval", "score", "mme", "--results", str(ocr)]) == 2
+    assert "'OCR_model' is not an MME subtask" in capsys.readouterr().err
+
+
+def test_prepare_pope_and_textvqa(tmp_path, capsys):
+    coco = tmp_path / "coco"
+    coco.mkdir()
+    (coco / "coco_pope_random.json").write_text(
+        json.dumps({"question_id": 1, "image": "a.jpg", "text": "Is there a dog?", "label": "no"})
+        + "\n"
+    )
+    out = tmp_path / "pope.jsonl"
+    assert main(["eval", "prepare", "pope", "--annotation-dir", str(coco), "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["text"].endswith("using a single word or phrase.")
+    annotations = tmp_path / "TextVQA_0.5.1_val.json"
+    annotations.write_text(
+        json.dumps(
+            {
+                "data": [
+                    {"question_id": 5, "image_id": "i", "question": "what?"}
+                    | {"answers": ["a"] * 10}
+                ]
+            }
+        )
+    )
+    out = tmp_path / "tvqa.jsonl"
+    args = ["eval", "prepare", "textvqa", "--annotations", str(annotations), "--out", str(out)]
+    assert main([*args, "--protocol", "multimodalocr"]) == 0
+    assert json.loads(out.read_text())["text"] == "what?"
+    assert "1 questions" in capsys.readouterr().out

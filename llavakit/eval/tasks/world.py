@@ -23,8 +23,11 @@ from collections.abc import Callable
 from typing import Any
 
 from llavakit.eval.files import match_answers, percent, require
+from llavakit.eval.protocols import Protocol
 
 ScoreAnswer = Callable[[str, "str | list[str]", str], "bool | float"]
+PROTOCOL = Protocol("official", "the world's own verdicts (llavakit.world.benchmark.score_answer)")
+"""The world benchmark has one protocol: llavakit defines the benchmark and its scoring."""
 CATEGORIES = ("existence", "colour", "counting", "position", "reading", "reading_small", "detail")
 """Report order; categories the file has beyond these follow alphabetically."""
 
@@ -69,6 +72,7 @@ def score_world(
     return {
         "task": "world",
         "benchmark": "World",
+        **PROTOCOL.stamp(),
         **matched.summary(),
         "metrics": {
             "accuracy": percent(sum(all_scores), len(all_scores)),
