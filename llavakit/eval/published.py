@@ -34,6 +34,8 @@ def _text_vqa(run: str, st: float, ocr: float, text: float, doc: float) -> tuple
     )
 
 
+LLAVA_BENCH_JUDGE = "gpt-4-0314"
+"""The judge model behind LLaVA's published LLaVA-Bench numbers (eval_gpt_review_bench.py)."""
 _LLAVA15 = "LLaVA-1.5-7B"
 _LLAVA15_SOURCE = "LLaVA-1.5 paper / MODEL_ZOO"
 
@@ -42,7 +44,12 @@ PUBLISHED: tuple[PublishedResult, ...] = (
     PublishedResult("ScienceQA", "LLaVAR", (("accuracy", 91.42),), "LLaVAR paper", "official"),
     PublishedResult("ScienceQA", _LLAVA15, (("IMG", 66.8),), _LLAVA15_SOURCE, "official"),
     PublishedResult(
-        "LLaVA-Bench (COCO)", "LLaVA", (("overall", 85.1),), "LLaVA paper", "official", "gpt-4-0314"
+        "LLaVA-Bench (COCO)",
+        "LLaVA",
+        (("overall", 85.1),),
+        "LLaVA paper",
+        "official",
+        LLAVA_BENCH_JUDGE,
     ),
     PublishedResult(
         "LLaVA-Bench (In-the-Wild)",
@@ -50,7 +57,7 @@ PUBLISHED: tuple[PublishedResult, ...] = (
         (("overall", 65.4),),
         _LLAVA15_SOURCE,
         "official",
-        "gpt-4-0314",
+        LLAVA_BENCH_JUDGE,
     ),
     PublishedResult("MME", "LLaVA", (("OCR", 50.0),), "LLaVAR paper", "official"),
     PublishedResult("MME", "LLaVAR", (("OCR", 80.0),), "LLaVAR paper", "official"),

@@ -99,6 +99,9 @@ def notes(result: dict[str, Any]) -> str:
         parts.append(f"{result['n_missing']}/{result.get('n_questions', '?')} missing")
     if result.get("n_unparsed"):
         parts.append(f"{result['n_unparsed']} unparsed")
+    if result.get("absent_subtasks"):
+        present = len(result.get("subtasks") or {})
+        parts.append(f"totals over {present} subtasks, {len(result['absent_subtasks'])} absent")
     if result.get("judge"):
         parts.append(f"judge {result['judge']}")
     if result.get("n_retried"):

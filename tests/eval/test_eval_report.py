@@ -125,6 +125,8 @@ def test_write_report_writes_markdown_chart_and_data(tmp_path):
             model_id="m",
             protocol="official",
             protocol_reference="MME calculation.py",
+            subtasks={"OCR": {}},
+            absent_subtasks=["count", "color"],
         ),
     ]
     written = write_report(paths, tmp_path / "report")
@@ -152,7 +154,7 @@ def test_write_report_writes_markdown_chart_and_data(tmp_path):
         "run": "m",
         "published": False,
         "metrics": {"perception": 900.0, "cognition": 200.0, "OCR": 65.0},
-        "notes": "",
+        "notes": "totals over 1 subtasks, 2 absent",
     }
 
 

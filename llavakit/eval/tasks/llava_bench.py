@@ -107,8 +107,6 @@ PROTOCOLS = MappingProxyType(
         ),
     }
 )
-OFFICIAL_JUDGE = "gpt-4-0314"
-"""The judge model behind LLaVA's published LLaVA-Bench numbers."""
 
 
 @dataclass
