@@ -31,6 +31,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from llavakit.image import load_image
+from llavakit.model.integrity import check_safetensors
 from llavakit.model.vision import VisionTower
 from llavakit.processor import EncodedSample, LlavaProcessor
 
@@ -127,6 +128,7 @@ class FeatureCache:
             path = self.folder / entry["shard"]
             if not path.is_file():
                 raise FeatureCacheError(f"feature cache shard {path} is missing")
+            check_safetensors(path)  # a truncated shard is named, not a loader traceback
             shard = self._shards[entry["shard"]] = safe_open(str(path), framework="pt")
         height, width = entry["image_size"]
         return shard.get_tensor(image_key), (height, width)
