@@ -13,6 +13,7 @@ import json
 import logging
 from pathlib import Path
 
+import torch
 from transformers import TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -88,6 +89,9 @@ def training_arguments(recipe: RecipeConfig) -> TrainingArguments:
         dataloader_num_workers=recipe.data.num_workers,
         torch_compile=t.torch_compile,
         disable_tqdm=False,
+        # Without an accelerator, accelerate treats torchrun's processes as independent runs
+        # (each training on all the data, no gradient sync) unless told it is on CPU.
+        use_cpu=not torch.accelerator.is_available(),
     )
 
 
