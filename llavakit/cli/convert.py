@@ -1,4 +1,4 @@
-"""`llavakit export-hf | import-hf | import-llava | apply-delta | convert-bin`: checkpoint conversion."""
+"""`llavakit export-hf | import-hf | import-llava | apply-delta | convert-bin`: conversions."""
 
 from __future__ import annotations
 
@@ -74,8 +74,9 @@ def register(subparsers) -> None:
         help="rewrite pickled PyTorch weights (.bin) as safetensors, once",
         description="llavakit never unpickles weights on its own. This reads a pickled weight file "
         "(or every weight pickle of a folder, copying its other files) with torch's restricted "
-        "loader (weights_only=True, which refuses code hidden in the file) and writes safetensors: "
-        "IN.bin -> OUT.safetensors, or folder IN -> folder OUT (pytorch_model*.bin -> model*.safetensors).",
+        "loader (weights_only=True, which refuses code hidden in the file) and writes "
+        "safetensors: IN.bin -> OUT.safetensors, or folder IN -> folder OUT "
+        "(pytorch_model*.bin -> model*.safetensors).",
     )
     to_safetensors.add_argument("source", help="a .bin/.pt file, or a folder holding them")
     to_safetensors.add_argument("out", help="output .safetensors file, or output folder")
