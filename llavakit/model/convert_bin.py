@@ -1,4 +1,4 @@
-"""`llavakit convert-bin IN OUT`: pickled PyTorch weights rewritten as safetensors, once, on request.
+"""`llavakit convert-bin IN OUT`: pickled PyTorch weights rewritten as safetensors, on request.
 
 Everything else in llavakit refuses pickle (`llavakit.model.integrity`); this is the one place a
 `.bin` is opened, and only because a person asked for it by name. Even here nothing is unpickled

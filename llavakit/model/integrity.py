@@ -137,7 +137,7 @@ def check_safetensors(path: str | Path) -> None:
         )
 
 
-# ---- checksums ------------------------------------------------------------------------------------
+# ---- checksums -------------------------------------------------------------------------------
 def file_sha256(path: Path) -> str:
     with path.open("rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()

@@ -39,7 +39,7 @@ class SampleTallyCallback(TrainerCallback, ExportableState):
         return {"args": {}, "attributes": {"counts": self.counts}}
 
     def on_train_begin(self, args, state, control, **kwargs):
-        # A resumed state holds the counts its checkpoint saved; a fresh one, this object's empty ones.
+        # A resumed state holds its checkpoint's counts; a fresh one, this object's empty ones.
         name = type(self).__name__
         stored = state.stateful_callbacks.get(name)
         attributes = stored.get("attributes", {}) if isinstance(stored, dict) else {}

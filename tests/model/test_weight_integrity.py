@@ -120,7 +120,7 @@ def test_unreadable_checkpoint_config_names_the_file(tmp_path, saved):
         llavakit.load(folder)
 
 
-# ---- pickle ----------------------------------------------------------------------------------------
+# ---- pickle ----------------------------------------------------------------------------------
 class Payload:
     """Unpickled by anything but a restricted loader, this creates `marker`."""
 
@@ -186,7 +186,10 @@ def test_convert_bin_rewrites_a_sharded_folder_that_then_loads(
     state = load_file(str(source / "model.safetensors"))
     (source / "model.safetensors").unlink()
     names = sorted(state)
-    halves = {"pytorch_model-00001-of-00002.bin": names[::2], "pytorch_model-00002-of-00002.bin": names[1::2]}  # fmt: skip
+    halves = {
+        "pytorch_model-00001-of-00002.bin": names[::2],
+        "pytorch_model-00002-of-00002.bin": names[1::2],
+    }
     weight_map = {}
     for file, keys in halves.items():
         torch.save({key: state[key] for key in keys}, source / file)
