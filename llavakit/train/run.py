@@ -91,8 +91,14 @@ def training_arguments(recipe: RecipeConfig) -> TrainingArguments:
         disable_tqdm=False,
         # Without an accelerator, accelerate treats torchrun's processes as independent runs
         # (each training on all the data, no gradient sync) unless told it is on CPU.
-        use_cpu=not torch.accelerator.is_available(),
+        use_cpu=not _has_accelerator(),
     )
+
+
+def _has_accelerator() -> bool:
+    """A GPU (CUDA/ROCm) or other torch accelerator; torch.accelerator exists from torch 2.6."""
+    accelerator = getattr(torch, "accelerator", None)
+    return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
 
 
 def training_collator(recipe: RecipeConfig, processor):
