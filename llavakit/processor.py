@@ -48,6 +48,8 @@ class EncodedSample:
     image_sizes: list[tuple[int, int]] = field(default_factory=list)
     """Original (height, width) of each image kept."""
     truncated: bool = False
+    truncation: str = ""
+    """How a truncated sample was cut, e.g. "230 tokens (images included) cut to max_length=100"."""
     highres_pixel_values: np.ndarray | None = None
     """[n_images * grid^2, 3, S', S']: LLaVAR high-res crops of each image (model.highres only)."""
 
@@ -192,13 +194,18 @@ class LlavaProcessor:
                     # Never cut inside an image: drop it (and those after) whole.
                     n_kept, cut = index, start - wrap
                     break
+            dropped = len(sizes) - n_kept
+            note = f"{len(ids)} tokens (images included) cut to max_length={limit}" + (
+                f", dropping {dropped} image(s) that would not fit whole" if dropped else ""
+            )
             ids, labels = ids[:cut], labels[:cut]
             if not add_generation_prompt and all(label == IGNORE_INDEX for label in labels):
                 raise SampleError(
                     f"every answer token lies beyond max_length={limit} "
                     f"(sample is {len(encoded.input_ids)} text tokens + images)"
                 )
-        return EncodedSample(ids, labels, None, sizes[:n_kept], truncated)
+            return EncodedSample(ids, labels, None, sizes[:n_kept], True, note)
+        return EncodedSample(ids, labels, None, sizes, False)
 
     def _expand(self, ids: list[int], labels: list[int], sizes: list[tuple[int, int]]):
         """Replace each <image> id by its placeholders; returns ids, labels, image spans."""

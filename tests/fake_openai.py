@@ -35,6 +35,8 @@ class FakeReply:
     prompt_tokens: int | None = None
     """Reported usage; None counts roughly one token per four characters."""
     completion_tokens: int | None = None
+    body: bytes | None = None
+    """Sent as the whole HTTP body instead of a completion (malformed JSON, a wrong shape)."""
 
 
 def _default_respond(body: dict[str, Any]) -> str:
@@ -146,6 +148,9 @@ class FakeOpenAIServer:
                     }
                     self._send(reply.status, {"error": error}, reply.headers)
                     return
+                if reply.body is not None:
+                    self._send_bytes(200, reply.body, reply.headers)
+                    return
                 self._send(200, self._completion(body, reply), reply.headers)
 
             def _completion(self, body: dict[str, Any], reply: FakeReply) -> dict[str, Any]:
@@ -176,7 +181,9 @@ class FakeOpenAIServer:
                 }
 
             def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str]) -> None:
-                data = json.dumps(payload).encode()
+                self._send_bytes(status, json.dumps(payload).encode(), headers)
+
+            def _send_bytes(self, status: int, data: bytes, headers: dict[str, str]) -> None:
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")

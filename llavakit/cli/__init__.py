@@ -22,8 +22,30 @@ class CommandError(Exception):
     """An error the user can fix; printed without a traceback, exit code 2."""
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a verb's options accepted anywhere among its positionals.
+
+    Plain argparse stops filling a `nargs="*"` positional at the first option, so
+    `llavakit train RECIPE --skip-bad-records a=1` would leave `a=1` unrecognised. A verb is
+    parsed as argparse's intermixed parsing does (options first, then positionals); a parser
+    that owns sub-commands, which intermixed parsing cannot take, parses as usual. Sub-parsers
+    are made of this class too (argparse uses the parent's class).
+    """
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._intermixing or self._subparsers is not None:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True  # parse_known_intermixed_args calls back in here, twice
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="llavakit",
         description="Build, train, serve and evaluate LLaVA-family vision-language assistants.",
     )

@@ -1,4 +1,4 @@
-"""`llavakit export-hf | import-hf | import-llava | apply-delta`: checkpoint conversion."""
+"""`llavakit export-hf | import-hf | import-llava | apply-delta | convert-bin`: conversions."""
 
 from __future__ import annotations
 
@@ -43,7 +43,8 @@ def register(subparsers) -> None:
         help="read an original LLaVA checkpoint (mm_* config keys) into a llavakit checkpoint",
         description="Read a checkpoint of the original LLaVA repository (LlavaLlamaForCausalLM "
         "layout: mm_* config keys, model.mm_projector.* weights), or stage 1's projector-only "
-        "output (mm_projector.bin/.safetensors) together with --llm.",
+        "output (mm_projector.safetensors) together with --llm. Pickled .bin weights are refused: "
+        "convert them first with `llavakit convert-bin`.",
     )
     orig.add_argument("source", help="folder whose config.json has the mm_* keys")
     orig.add_argument("out", help="output llavakit checkpoint folder")
@@ -53,9 +54,8 @@ def register(subparsers) -> None:
         help="local CLIP/SigLIP folder (original configs name a hub id in mm_vision_tower)",
     )
     orig.add_argument("--llm", help="base LLM folder, when SOURCE holds only the projector")
-    orig.add_argument("--projector", help="projector file (mm_projector.bin or .safetensors)")
+    orig.add_argument("--projector", help="projector file (mm_projector.safetensors)")
     orig.add_argument("--template", default="vicuna_v1", help="conversation template")
-    _allow_pickle(orig)
     orig.set_defaults(func=_import_llava)
 
     delta = subparsers.add_parser(
@@ -67,16 +67,20 @@ def register(subparsers) -> None:
     delta.add_argument("base", help="base LLM folder (e.g. LLaMA-13B in HF format)")
     delta.add_argument("delta", help="released delta folder")
     delta.add_argument("out", help="output folder")
-    _allow_pickle(delta)
     delta.set_defaults(func=_apply_delta)
 
-
-def _allow_pickle(parser) -> None:
-    parser.add_argument(
-        "--allow-pickle",
-        action="store_true",
-        help="also read *.bin pickle files (unpickling can run code: only for trusted sources)",
+    to_safetensors = subparsers.add_parser(
+        "convert-bin",
+        help="rewrite pickled PyTorch weights (.bin) as safetensors, once",
+        description="llavakit never unpickles weights on its own. This reads a pickled weight file "
+        "(or every weight pickle of a folder, copying its other files) with torch's restricted "
+        "loader (weights_only=True, which refuses code hidden in the file) and writes "
+        "safetensors: IN.bin -> OUT.safetensors, or folder IN -> folder OUT "
+        "(pytorch_model*.bin -> model*.safetensors).",
     )
+    to_safetensors.add_argument("source", help="a .bin/.pt file, or a folder holding them")
+    to_safetensors.add_argument("out", help="output .safetensors file, or output folder")
+    to_safetensors.set_defaults(func=_convert_bin)
 
 
 def _report(report) -> int:
@@ -109,7 +113,6 @@ def _import_llava(args) -> int:
             llm=args.llm,
             projector=args.projector,
             template=args.template,
-            allow_pickle=args.allow_pickle,
         )
     )
 
@@ -117,4 +120,10 @@ def _import_llava(args) -> int:
 def _apply_delta(args) -> int:
     from llavakit.model.convert_llava import apply_delta
 
-    return _report(apply_delta(args.base, args.delta, args.out, args.allow_pickle))
+    return _report(apply_delta(args.base, args.delta, args.out))
+
+
+def _convert_bin(args) -> int:
+    from llavakit.model.convert_bin import convert_bin
+
+    return _report(convert_bin(args.source, args.out))

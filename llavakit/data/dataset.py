@@ -1,4 +1,10 @@
-"""Records -> training samples, lazily: images are read and conversations rendered on access."""
+"""Records -> training samples, lazily: images are read and conversations rendered on access.
+
+Every record is checked before training (structure, image files decoded: `load_entries`), so a
+sample that still fails here is rare (a file changed mid-run, every answer past max_length). With
+skip_bad_records it is dropped from its batch, never replaced by another record, and counted
+through the batch's tally (llavakit.data.tally), as are samples cut at max_length.
+"""
 
 from __future__ import annotations
 
@@ -13,18 +19,23 @@ from torch.utils.data import Dataset
 from llavakit.config import DataConfig
 from llavakit.conversation import messages_from_llava
 from llavakit.data.feature_cache import FeatureCache, FeatureSample, cached_sample, content_hash
+from llavakit.data.image_check import image_problems, verify_images
 from llavakit.data.packing import vision_inputs
 from llavakit.data.records import (
     DataError,
     RecordProblem,
+    count_records,
     read_records,
     record_images,
     validate_records,
 )
+from llavakit.data.tally import EXAMPLES_KEPT, DroppedSample
 from llavakit.image import load_image
 from llavakit.processor import EncodedSample, LlavaProcessor, SampleError
 
 log = logging.getLogger(__name__)
+LOGGED_PER_PROCESS = 10
+"""Truncated or dropped samples each process names in the log; the rest are only counted."""
 
 
 @dataclass
@@ -48,41 +59,67 @@ class LoadReport:
     files: dict[str, int] = field(default_factory=dict)
     """Records used per file (after weighting)."""
     skipped: list[RecordProblem] = field(default_factory=list)
+    """Problems of the records left out (skip_bad_records); a record may have several."""
+
+    @property
+    def skipped_records(self) -> int:
+        return count_records(self.skipped)
 
 
-def load_entries(config: DataConfig, seed: int = 0) -> tuple[list[Entry], LoadReport]:
-    """Read every source, validate every record, apply mixture weights.
+def load_entries(
+    config: DataConfig,
+    seed: int = 0,
+    image_cache: str | Path | None = None,
+    progress: bool = True,
+) -> tuple[list[Entry], LoadReport]:
+    """Read every source, validate every record, decode every image, apply mixture weights.
 
-    Invalid records abort with a DataError listing them, unless `skip_bad_records` is set, in
-    which case they are left out and counted in the report.
+    Images are decoded up front (`image_check.verify_images`, verdicts remembered in
+    `image_cache`). Invalid records abort with a DataError listing them, unless
+    `skip_bad_records` is set: then they are left out and listed in the report.
     """
     if not config.train:
         raise ValueError("data.train lists no data files")
-    rng = random.Random(seed)
-    entries: list[Entry] = []
-    report = LoadReport()
-    problems: list[RecordProblem] = []
-    total = 0
+    sources = []
     for source in config.train:
         folder = Path(source.image_folder or config.image_folder)
         records = read_records(source.path)
+        problems = validate_records(records, folder, source.path)
+        invalid = {p.index for p in problems}
+        valid = [(i, r) for i, r in enumerate(records) if i not in invalid]
+        sources.append((source, folder, records, valid, problems))
+    paths = [
+        folder / name
+        for _, folder, _, valid, _ in sources
+        for _, record in valid
+        for name in record_images(record)
+    ]
+    unusable = verify_images(paths, image_cache, progress=progress)
+    rng = random.Random(seed)
+    entries: list[Entry] = []
+    report = LoadReport()
+    total = 0
+    for source, folder, records, valid, problems in sources:
+        problems = sorted(
+            problems + image_problems(valid, folder, source.path, unusable),
+            key=lambda problem: problem.index,
+        )
         total += len(records)
-        bad = validate_records(records, folder, source.path)
-        problems += bad
-        bad_indices = {p.index for p in bad}
-        good = [
-            Entry(r, folder, source.path, i) for i, r in enumerate(records) if i not in bad_indices
-        ]
+        invalid = {p.index for p in problems}
+        good = [Entry(r, folder, source.path, i) for i, r in valid if i not in invalid]
         chosen = _weighted(good, source.weight, rng)
         report.files[source.path] = len(chosen)
+        report.skipped += problems
         entries += chosen
-    if problems and not config.skip_bad_records:
-        raise DataError(problems, total)
-    report.skipped = problems
-    if problems:
+    if report.skipped and not config.skip_bad_records:
+        hint = "Fix them, or leave them out with --skip-bad-records (data.skip_bad_records=true)."
+        raise DataError(report.skipped, total, hint)
+    if report.skipped:
         log.warning(
-            "skipped %d invalid record(s) (skip_bad_records=true)",
-            len({(p.file, p.index) for p in problems}),
+            "skipping %d invalid record(s) of %d (skip_bad_records=true), e.g.:\n  %s",
+            report.skipped_records,
+            total,
+            "\n  ".join(str(p) for p in report.skipped[:EXAMPLES_KEPT]),
         )
     return entries, report
 
@@ -99,7 +136,8 @@ def _weighted(entries: list[Entry], weight: float, rng: random.Random) -> list[E
 
 
 class LlavaDataset(Dataset):
-    """Renders a record on access; reports (and optionally skips) samples that cannot be encoded.
+    """Renders a record on access; a sample that cannot be made is an error, or, with
+    `skip_bad_records`, a DroppedSample that its batch leaves out (see the module docstring).
 
     With a `feature_cache` (a filled FeatureCache), samples carry the images' cached tower
     features (FeatureSample.vision_features) instead of pixels.
@@ -118,7 +156,7 @@ class LlavaDataset(Dataset):
         self.max_length = max_length
         self.skip_bad_records = skip_bad_records
         self.feature_cache = feature_cache
-        self.n_failed = 0
+        self._logged = 0  # per process: each DataLoader worker has its own copy
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -141,16 +179,27 @@ class LlavaDataset(Dataset):
                 f"{entry.file} record #{entry.index} (id={entry.record_id}): {error}"
             ) from error
 
-    def __getitem__(self, index: int) -> EncodedSample:
-        for attempt in range(len(self.entries)):
-            try:
-                return self.encode((index + attempt) % len(self.entries))
-            except SampleError as error:
-                if not self.skip_bad_records:
-                    raise
-                self.n_failed += 1
-                log.warning("skipping sample: %s", error)
-        raise SampleError("no sample in the data set can be encoded")
+    def __getitem__(self, index: int) -> EncodedSample | DroppedSample:
+        try:
+            sample = self.encode(index)
+        except SampleError as error:
+            if not self.skip_bad_records:
+                raise
+            self._log("dropping sample (skip_bad_records=true): %s", error)
+            return DroppedSample(str(error))
+        if sample.truncated:
+            entry = self.entries[index]
+            where = f"{entry.file} record #{entry.index} (id={entry.record_id})"
+            sample.truncation = f"{where}: {sample.truncation}"
+            self._log("truncated sample: %s; the tokens past it are not trained", sample.truncation)
+        return sample
+
+    def _log(self, message: str, detail: object) -> None:
+        self._logged += 1
+        if self._logged <= LOGGED_PER_PROCESS:
+            log.warning(message, detail)
+        if self._logged == LOGGED_PER_PROCESS:
+            log.warning("further truncated or dropped samples are counted, not logged")
 
     def lengths(self) -> list[int]:
         """Approximate token lengths, negative for text-only samples (modality grouping)."""

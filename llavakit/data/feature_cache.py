@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from llavakit.image import load_image
+from llavakit.model.integrity import check_safetensors
 from llavakit.model.vision import VisionTower
 from llavakit.processor import EncodedSample, LlavaProcessor
 
@@ -94,7 +96,7 @@ class FeatureCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         key_path = self.folder / KEY_NAME
         if not key_path.is_file():
-            _write_atomic(key_path, json.dumps(key, indent=1, default=str))
+            write_text_atomic(key_path, json.dumps(key, indent=1, default=str))
         index_path = self.folder / INDEX_NAME
         try:
             self.index: dict[str, dict] = (
@@ -127,6 +129,7 @@ class FeatureCache:
             path = self.folder / entry["shard"]
             if not path.is_file():
                 raise FeatureCacheError(f"feature cache shard {path} is missing")
+            check_safetensors(path)  # a truncated shard is named, not a loader traceback
             shard = self._shards[entry["shard"]] = safe_open(str(path), framework="pt")
         height, width = entry["image_size"]
         return shard.get_tensor(image_key), (height, width)
@@ -142,13 +145,20 @@ class FeatureCache:
         os.replace(temporary, self.folder / name)
         for image_key, (_, size) in features.items():
             self.index[image_key] = {"shard": name, "image_size": list(size)}
-        _write_atomic(self.folder / INDEX_NAME, json.dumps(self.index))
+        write_text_atomic(self.folder / INDEX_NAME, json.dumps(self.index))
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write through a temporary file (unique per writer) and rename: readers, a kill, and other
+    processes writing the same file at once never leave a half-written file behind."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def fill_feature_cache(

@@ -38,13 +38,19 @@ class RecordProblem:
 class DataError(ValueError):
     """Bad data that the user must fix; lists the problems found."""
 
-    def __init__(self, problems: list[RecordProblem], total: int | None = None):
+    def __init__(self, problems: list[RecordProblem], total: int | None = None, hint: str = ""):
         self.problems = problems
         shown = "\n  ".join(str(p) for p in problems[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
         of = f" of {total}" if total is not None else ""
-        n_records = len({(p.file, p.index) for p in problems})
-        super().__init__(f"{n_records}{of} record(s) are invalid:\n  {shown}{more}")
+        hint = f"\n{hint}" if hint else ""
+        n_records = count_records(problems)
+        super().__init__(f"{n_records}{of} record(s) are invalid:\n  {shown}{more}{hint}")
+
+
+def count_records(problems: Iterable[RecordProblem]) -> int:
+    """How many distinct records the problems are about (a record may have several)."""
+    return len({(p.file, p.index) for p in problems})
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:

@@ -70,14 +70,17 @@ class ClipModel:
         )
 
         from llavakit.image import ImageProcessorConfig
+        from llavakit.model.integrity import require_safetensors
 
         folder = Path(folder)
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"{folder}: not a model folder (no config.json)")
         config = AutoConfig.from_pretrained(folder, local_files_only=True)
+        require_safetensors(folder, "CLIP")  # a pickled .bin is refused, never read
+        weights = {"local_files_only": True, "use_safetensors": True}
         tokenizer = None
         if isinstance(config, CLIPConfig):
-            model = CLIPModel.from_pretrained(folder, local_files_only=True)
+            model = CLIPModel.from_pretrained(folder, **weights)
             try:
                 tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
             except (OSError, ValueError):
@@ -85,7 +88,7 @@ class ClipModel:
         elif isinstance(config, CLIPVisionConfig):
             with_projection = "CLIPVisionModelWithProjection" in (config.architectures or [])
             model_class = CLIPVisionModelWithProjection if with_projection else CLIPVisionModel
-            model = model_class.from_pretrained(folder, local_files_only=True)
+            model = model_class.from_pretrained(folder, **weights)
         else:
             raise ValueError(
                 f"{folder}: config model_type {config.model_type!r} is not a CLIP model "

@@ -4,15 +4,20 @@ This is the one client the project uses to talk to a language model, for data ge
 for judging in evaluation alike. It works with OpenAI and with local servers that speak the same
 protocol (vLLM, SGLang, Ollama, llama.cpp). Everything that makes long paid runs safe lives here:
 a bounded number of concurrent requests; retries with exponential backoff on rate limits, server
-errors and timeouts (honouring Retry-After); a stop at a cost or request budget; an immediate stop
-on an invalid key or an unreachable endpoint instead of hammering it; a SQLite cache so a rerun
-never pays twice; and optional answer validation, where a malformed answer is asked again with a
-different seed (so neither the cache nor a deterministic server returns the same bad answer).
+errors, timeouts and malformed replies (honouring Retry-After); a stop at a cost or request
+budget; an immediate stop on an invalid key or an unreachable endpoint instead of hammering it; a
+SQLite cache so a rerun never pays twice (answers already on their way when a run stops are still
+cached); and optional answer validation, where a malformed answer is asked again with a different
+seed (so neither the cache nor a deterministic server returns the same bad answer).
+
+A reply is read by us, not by the client library: a body that is not JSON, or JSON that is not a
+chat completion, is the teacher's fault and costs one request, never the run.
 """
 
 from __future__ import annotations
 
 import email.utils
+import json
 import os
 import random
 import threading
@@ -55,7 +60,7 @@ class TeacherConfig:
     timeout_s: float = 120.0
     """Seconds to wait for one reply before it counts as a timeout and is retried."""
     max_tries: int = 5
-    """Attempts per request on 429, 5xx, timeouts and dropped connections."""
+    """Attempts per request on 429, 5xx, timeouts, dropped connections and malformed replies."""
     backoff_s: float = 1.0
     """Wait before the first retry; doubles with each retry (with jitter), unless Retry-After says."""
     max_backoff_s: float = 60.0
@@ -96,6 +101,8 @@ class TeacherStats:
     """Requests that ended with an accepted answer."""
     rejected_answers: int = 0
     """Answers the validator refused (each one was asked again or became a failure)."""
+    malformed_replies: int = 0
+    """HTTP 200 replies that were not a chat completion (bad JSON, wrong shape); each was retried."""
     prompt_tokens: int = 0
     """Tokens paid for in this run (cache hits excluded), as reported by the endpoint."""
     completion_tokens: int = 0
@@ -108,6 +115,11 @@ class TeacherStats:
             f"requests sent: {self.requests} ({self.retries} retries), cache hits: {self.cache_hits}",
             f"answers: {self.answered}, rejected answers: {self.rejected_answers}, "
             f"failures: {sum(self.failures.values())}",
+            *(
+                [f"malformed replies from the teacher: {self.malformed_replies} (retried)"]
+                if self.malformed_replies
+                else []
+            ),
             f"tokens: {self.prompt_tokens} prompt + {self.completion_tokens} completion, "
             f"estimated cost: {self.cost:.4f}",
         ]
@@ -117,6 +129,54 @@ class TeacherStats:
 
 class _RequestFailed(Exception):
     """One request gave up; the message is the reason reported in its result."""
+
+
+class MalformedReply(ValueError):
+    """An HTTP 200 reply that is not a chat completion; the message says what kind of wrong.
+
+    The message is the same for every reply with the same fault (no JSON error positions), so
+    failures are counted by kind."""
+
+
+@dataclass(frozen=True)
+class _Reply:
+    text: str | None
+    """The first choice's message content; None when the teacher sent no text."""
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def _token_count(usage: dict[str, Any], name: str) -> int:
+    value = usage.get(name)
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
+def parse_completion(body: bytes) -> _Reply:
+    """The text and token usage of a chat-completion body, or MalformedReply saying what is wrong.
+
+    Only what we use is checked: `choices[0].message.content` (a string, or null for a reply
+    without text) and the token counts of `usage` (missing or odd counts read as 0).
+    """
+    try:
+        document = json.loads(body)
+    except ValueError:  # JSONDecodeError, or bytes that are not UTF-8
+        raise MalformedReply("not valid JSON") from None
+    if not isinstance(document, dict):
+        raise MalformedReply(f"a JSON {type(document).__name__}, not a completion object")
+    choices = document.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise MalformedReply("no `choices` list")
+    message = choices[0].get("message") if isinstance(choices[0], dict) else None
+    if not isinstance(message, dict):
+        raise MalformedReply("`choices[0].message` is not an object")
+    text = message.get("content")
+    if text is not None and not isinstance(text, str):
+        raise MalformedReply(f"`choices[0].message.content` is a {type(text).__name__}")
+    usage = document.get("usage")
+    usage = usage if isinstance(usage, dict) else {}
+    return _Reply(
+        text, _token_count(usage, "prompt_tokens"), _token_count(usage, "completion_tokens")
+    )
 
 
 def retry_after_seconds(headers: Any) -> float | None:
@@ -184,8 +244,9 @@ class OpenAITeacher:
     def complete(self, requests: Iterable[TeacherRequest]) -> Iterator[TeacherResult]:
         """Answer requests with at most `concurrency` in flight; results come as they finish.
 
-        Raises TeacherError at the first fatal reply (401/403/404, unreachable endpoint); answers
-        already received are in the cache by then, so a rerun after the fix does not pay again.
+        Raises TeacherError at the first fatal reply (401/403/404, unreachable endpoint). No
+        request starts after that, but those already sent are awaited and their answers cached
+        before the error leaves here, so a rerun after the fix pays for none of them again.
         """
         stop = threading.Event()
         pool = ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="teacher")
@@ -207,8 +268,8 @@ class OpenAITeacher:
                 for future in done:
                     yield future.result()
         finally:
-            stop.set()
-            pool.shutdown(wait=False, cancel_futures=True)
+            stop.set()  # queued requests are cancelled and retries stop waiting...
+            pool.shutdown(wait=True, cancel_futures=True)  # ...but paid answers reach the cache
 
     def _answer(self, request: TeacherRequest, stop: threading.Event) -> TeacherResult:
         tries = self.config.max_answer_tries if self._validate else 1
@@ -262,9 +323,15 @@ class OpenAITeacher:
         for attempt in range(self.config.max_tries):
             self._take_budget(stop, retry=attempt > 0)
             try:
-                completion = self._client.chat.completions.create(
+                raw = self._client.chat.completions.with_raw_response.create(
                     model=self.config.model, messages=messages, extra_body=params or None
                 )
+                reply = parse_completion(raw.content)
+            except MalformedReply as error:
+                self._reached = True
+                with self._lock:
+                    self.stats.malformed_replies += 1
+                last_problem, server_wait = f"malformed reply ({error})", None
             except openai.APITimeoutError:
                 last_problem, server_wait = "timeout", None
             except openai.APIConnectionError as error:
@@ -284,7 +351,7 @@ class OpenAITeacher:
                 server_wait = retry_after_seconds(error.response.headers)
             else:
                 self._reached = True
-                return self._store(key, completion), False
+                return self._store(key, reply), False
             if attempt + 1 < self.config.max_tries:
                 delay = server_wait if server_wait is not None else self._backoff(attempt)
                 if stop.wait(min(delay, self.config.max_backoff_s)):
@@ -293,6 +360,11 @@ class OpenAITeacher:
             raise TeacherError(
                 f"lost the teacher endpoint {self.base_url}: no connection after "
                 f"{self.config.max_tries} tries; rerun the same command to resume"
+            )
+        if last_problem.startswith("malformed reply"):
+            raise _RequestFailed(
+                f"teacher {self.config.model!r} at fault: {last_problem} after "
+                f"{self.config.max_tries} tries"
             )
         raise _RequestFailed(f"{last_problem} after {self.config.max_tries} tries")
 
@@ -331,11 +403,9 @@ class OpenAITeacher:
     def _backoff(self, attempt: int) -> float:
         return self.config.backoff_s * 2**attempt * (0.5 + self._rng.random() / 2)
 
-    def _store(self, key: str, completion: Any) -> CachedAnswer:
+    def _store(self, key: str, reply: _Reply) -> CachedAnswer:
         """Account for a paid reply and cache it; replies without text fail the request."""
-        usage = completion.usage
-        prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
-        completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+        prompt_tokens, completion_tokens = reply.prompt_tokens, reply.completion_tokens
         cost = (
             prompt_tokens * self.config.price_input_per_1m
             + completion_tokens * self.config.price_output_per_1m
@@ -344,10 +414,9 @@ class OpenAITeacher:
             self.stats.prompt_tokens += prompt_tokens
             self.stats.completion_tokens += completion_tokens
             self.stats.cost += cost
-        text = completion.choices[0].message.content if completion.choices else None
-        if text is None:
+        if reply.text is None:
             raise _RequestFailed("reply has no text")
-        answer = CachedAnswer(text, prompt_tokens, completion_tokens)
+        answer = CachedAnswer(reply.text, prompt_tokens, completion_tokens)
         if self._cache is not None:
             self._cache.put(key, answer)
         return answer

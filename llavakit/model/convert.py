@@ -1,13 +1,15 @@
 """What every checkpoint converter shares: its error, its report, and weight folders in and out.
 
 Converters read checkpoints written by other tools, so every weight file is untrusted: safetensors
-is read directly, pickle (`*.bin`) only when the caller explicitly allows it. Output is always
+is read (after a check of its header), pickle (`*.bin`) is refused with the `llavakit convert-bin`
+command that rewrites it (`convert_bin`, the one reader of pickles). Output is always
 safetensors, sharded the way Hugging Face folders are (`model-00001-of-0000N.safetensors` plus an
 index), so any transformers version, vLLM or SGLang can read it.
 
 The converters themselves live next to this module: `convert_hf` (transformers'
 LlavaForConditionalGeneration format), `convert_llava` (the original LLaVA repository's layout and
-released weight deltas) and `convert_template` (llavakit templates as Jinja chat templates).
+released weight deltas), `convert_template` (llavakit templates as Jinja chat templates) and
+`convert_bin` (pickled weights to safetensors, on request).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import torch
 from huggingface_hub import split_torch_state_dict_into_shards
 from safetensors import safe_open
 from safetensors.torch import save_file
+
+from llavakit.model.integrity import check_safetensors, pickle_refusal, require_safetensors
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 PICKLE_INDEX = "pytorch_model.bin.index.json"
@@ -50,34 +54,21 @@ class ConversionReport:
     """Warnings and facts worth printing (lossy choices, settings callers must apply themselves)."""
 
 
-def pickle_refusal(path: Path) -> ConversionError:
-    return ConversionError(
-        f"{path} is a pickle file: unpickling can run arbitrary code hidden in the file, so "
-        "llavakit reads only safetensors by default. Convert it to safetensors with a tool you "
-        "trust, or pass --allow-pickle (allow_pickle=True) if you trust where it came from; it is "
-        "then read with torch.load(weights_only=True)"
-    )
-
-
-def load_weight_file(path: str | Path, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
-    """All tensors of one `.safetensors` file, or of one pickle file when allowed."""
+def load_weight_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """All tensors of one `.safetensors` file (a pickle is refused, naming how to convert it)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weight file {path} does not exist")
-    if path.suffix == ".safetensors":
-        with safe_open(str(path), framework="pt") as handle:
-            return {key: handle.get_tensor(key) for key in handle.keys()}
-    if not allow_pickle:
+    if path.suffix != ".safetensors":
         raise pickle_refusal(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ConversionError(f"{path} does not hold a flat name -> tensor mapping")
-    # Tensors loaded from one pickle may share storage (tied weights); safetensors refuses that.
-    return {key: value.clone() for key, value in state.items()}
+    check_safetensors(path)
+    with safe_open(str(path), framework="pt") as handle:
+        return {key: handle.get_tensor(key) for key in handle.keys()}
 
 
 def weight_files(folder: Path) -> list[Path]:
-    """A folder's model weight files: its safetensors, else its pickled model files."""
+    """A folder's model weight files: its safetensors, else its pickled model files (which
+    readers refuse, so that the refusal can say how to convert them)."""
     files = sorted(folder.glob("*.safetensors"))
     if files:
         return files
@@ -86,40 +77,22 @@ def weight_files(folder: Path) -> list[Path]:
 
 
 class WeightFolder:
-    """The tensors of a Hugging Face-style folder, read one file at a time.
+    """The safetensors tensors of a Hugging Face-style folder, read one file at a time.
 
-    safetensors files are preferred when both kinds are present; pickle files are used only with
-    `allow_pickle`. Keys are known up front (from the safetensors headers, or by reading each
-    pickle once), so a converter can check names before it writes any tensor.
+    Keys are known up front (from the headers), so a converter can check names before it writes
+    any tensor. A folder of pickled weights only is refused (see `integrity.pickle_refusal`).
     """
 
-    def __init__(self, folder: str | Path, allow_pickle: bool = False):
+    def __init__(self, folder: str | Path):
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise FileNotFoundError(f"weights folder {self.folder} does not exist")
-        self.allow_pickle = allow_pickle
-        files = weight_files(self.folder)
-        if not files:
-            raise ConversionError(f"{self.folder} has no weights (*.safetensors or *.bin)")
-        if files[0].suffix == ".bin" and not allow_pickle:
-            raise pickle_refusal(files[0])
-        self.files = files
+        self.files = require_safetensors(self.folder, "weights")
         self._file_of: dict[str, Path] = {}
-        for path in files:
-            for key in self._keys_of(path):
-                self._file_of[key] = path
-        self._cached: tuple[Path, dict[str, torch.Tensor]] | None = None
-
-    def _keys_of(self, path: Path) -> list[str]:
-        if path.suffix == ".safetensors":
+        for path in self.files:
             with safe_open(str(path), framework="pt") as handle:
-                return list(handle.keys())
-        return list(self._load(path))
-
-    def _load(self, path: Path) -> dict[str, torch.Tensor]:
-        if self._cached is None or self._cached[0] != path:
-            self._cached = (path, load_weight_file(path, self.allow_pickle))
-        return self._cached[1]
+                for key in handle.keys():
+                    self._file_of[key] = path
 
     def keys(self) -> list[str]:
         return list(self._file_of)
@@ -134,11 +107,8 @@ class WeightFolder:
         return grouped
 
     def get(self, key: str) -> torch.Tensor:
-        path = self._file_of[key]
-        if path.suffix == ".safetensors":
-            with safe_open(str(path), framework="pt") as handle:
-                return handle.get_tensor(key)
-        return self._load(path)[key]
+        with safe_open(str(self._file_of[key]), framework="pt") as handle:
+            return handle.get_tensor(key)
 
 
 def write_shards(folder: Path, shards: Iterable[dict[str, torch.Tensor]], count: int) -> None:

@@ -33,6 +33,7 @@ from llavakit.config import ModelConfig
 from llavakit.image import ImageProcessorConfig
 from llavakit.model.convert import ConversionError, ConversionReport, write_state_dict
 from llavakit.model.convert_template import chat_template_for
+from llavakit.model.integrity import require_safetensors
 from llavakit.model.io import CONFIG_NAME, assemble, load_checkpoint, save_checkpoint
 from llavakit.model.llava import LlavaModel
 from llavakit.model.vision import VisionTower
@@ -426,7 +427,8 @@ def import_hf(
     image_config = _read_image_config(hf_dir)
 
     model_class = LlavaNextForConditionalGeneration if next_model else LlavaForConditionalGeneration
-    hf = model_class.from_pretrained(str(hf_dir), dtype="auto").eval()
+    require_safetensors(hf_dir, "transformers LLaVA")  # a pickled .bin is refused, never read
+    hf = model_class.from_pretrained(str(hf_dir), dtype="auto", use_safetensors=True).eval()
     encoder = hf.model.vision_tower
     feature = _vision_feature(hf_config, str(hf_dir / "config.json"))
     dtype = _DTYPE_NAMES.get(hf.dtype, "float32")

@@ -173,7 +173,7 @@ def infer_projector_type(state: dict[str, torch.Tensor], where: str) -> str:
 
 
 def _find_projector(
-    source: Path, projector: Path | None, weights: WeightFolder | None, allow_pickle: bool
+    source: Path, projector: Path | None, weights: WeightFolder | None
 ) -> tuple[dict[str, torch.Tensor], str]:
     """Projector tensors (names relative to the projector) and where they came from."""
     if projector is None and weights is not None:
@@ -188,7 +188,7 @@ def _find_projector(
             f"no projector weights: {source} has no model.mm_projector.* tensors and no "
             f"{' or '.join(_PROJECTOR_FILES)}; name the file with --projector"
         )
-    raw = load_weight_file(projector, allow_pickle)
+    raw = load_weight_file(projector)
     state = {k.split(_PROJECTOR_MARK, 1)[1]: v for k, v in raw.items() if _PROJECTOR_MARK in k}
     if not state:
         raise ConversionError(f"{projector} has no mm_projector.* tensors")
@@ -247,13 +247,14 @@ def import_llava(
     llm: str | Path | None = None,
     projector: str | Path | None = None,
     template: str = "vicuna_v1",
-    allow_pickle: bool = False,
 ) -> ConversionReport:
     """Read an original-layout LLaVA checkpoint into a llavakit checkpoint.
 
     source: the folder whose config.json has the `mm_*` keys (a full checkpoint, or stage 1's
-    output folder with mm_projector.bin). llm: the base LLM folder when `source` holds only the
-    projector. projector: an explicit projector file (mm_projector.bin/.safetensors).
+    output folder with mm_projector.safetensors). llm: the base LLM folder when `source` holds only
+    the projector. projector: an explicit projector file (.safetensors). Pickled weights (the
+    original repository's `.bin` files) are refused with the `llavakit convert-bin` command that
+    rewrites them.
     vision_tower: local CLIP/SigLIP folder standing in for the hub id in mm_vision_tower.
     """
     source, out = Path(source), Path(out)
@@ -277,12 +278,12 @@ def import_llava(
             f"{source} holds no language-model weights; for stage 1's projector-only output "
             "name the base LLM folder with --llm"
         )
-    weights = WeightFolder(llm_folder, allow_pickle)
+    weights = WeightFolder(llm_folder)
     own = weights
     if llm is not None:  # stage 1's output folder may hold nothing but mm_projector.*
-        own = WeightFolder(source, allow_pickle) if weight_files(source) else None
+        own = WeightFolder(source) if weight_files(source) else None
     projector_state, projector_from = _find_projector(
-        source, Path(projector) if projector else None, own, allow_pickle
+        source, Path(projector) if projector else None, own
     )
     inferred = infer_projector_type(projector_state, projector_from)
     if settings.projector_type not in (None, inferred):
@@ -342,9 +343,7 @@ def _merge(name: str, base: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     return merged.to(delta.dtype)
 
 
-def apply_delta(
-    base: str | Path, delta: str | Path, out: str | Path, allow_pickle: bool = False
-) -> ConversionReport:
+def apply_delta(base: str | Path, delta: str | Path, out: str | Path) -> ConversionReport:
     """Rebuild released weights: target = base + delta for every base tensor.
 
     Tensors only in the delta (projector, new tokens' rows beyond the base vocabulary) are taken
@@ -353,8 +352,8 @@ def apply_delta(
     made from another base would silently give garbage otherwise.
     """
     base, delta, out = Path(base), Path(delta), Path(out)
-    base_weights = WeightFolder(base, allow_pickle)
-    delta_weights = WeightFolder(delta, allow_pickle)
+    base_weights = WeightFolder(base)
+    delta_weights = WeightFolder(delta)
     missing = [key for key in base_weights.keys() if key not in delta_weights]
     if missing:
         raise ConversionError(

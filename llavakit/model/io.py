@@ -1,7 +1,8 @@
 """Building models from Hugging Face folders, and llavakit checkpoints.
 
 A llavakit checkpoint is a folder:
-    config.json              {"format": "llavakit", "model": ModelConfig, "geometry": ...}
+    config.json              {"format": "llavakit", "model": ModelConfig, "geometry": ...,
+                              "checksums": {weight file: SHA-256}}
     projector.safetensors    projector (+ AnyRes image_newline) weights
     highres.safetensors      LLaVAR high-res cross-attention blocks and crop embeddings
     highres_encoder/         HF folder of the high-res encoder, when copied and not the tower's
@@ -28,6 +29,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from llavakit.config import ConfigError, HighresSettings, ModelConfig, from_dict
 from llavakit.image import PREPROCESSOR_FILE, ImageProcessorConfig
 from llavakit.model.highres import HighresBranch, HighresError, build_highres
+from llavakit.model.integrity import (
+    CheckpointError,
+    check_safetensors,
+    record_checksums,
+    require_safetensors,
+    verify_checksums,
+)
 from llavakit.model.llava import LlavaModel
 from llavakit.model.projector import build_projector
 from llavakit.model.vision import VisionTower
@@ -45,10 +53,6 @@ PROJECTOR_WEIGHTS = "projector.safetensors"
 HIGHRES_WEIGHTS = "highres.safetensors"
 HIGHRES_ENCODER = "highres_encoder"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-class CheckpointError(ValueError):
-    """A checkpoint or model folder is missing something or is not what it claims."""
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -78,17 +82,16 @@ def _require_folder(folder: str | Path, what: str) -> Path:
     return folder
 
 
-def _has_weights(folder: Path) -> bool:
-    return any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
-
-
 def load_language_model(
     config: ModelConfig, folder: str | Path | None = None, device_map: str | dict | None = None
 ):
     folder = _require_folder(folder or config.language_model, "language model")
-    if not _has_weights(folder):
-        raise CheckpointError(f"language model folder {folder} has no weights (*.safetensors)")
-    kwargs = {"dtype": torch_dtype(config.dtype), "attn_implementation": config.attn_implementation}
+    require_safetensors(folder, "language model")
+    kwargs = {
+        "dtype": torch_dtype(config.dtype),
+        "attn_implementation": config.attn_implementation,
+        "use_safetensors": True,  # never a pickled pytorch_model.bin lying beside them
+    }
     if device_map is not None:
         kwargs["device_map"] = device_map  # split across GPUs by accelerate
     if config.load_in_bits:
@@ -105,8 +108,6 @@ def load_language_model(
 
 def load_vision_tower(config: ModelConfig, folder: str | Path | None = None) -> VisionTower:
     folder = _require_folder(folder or config.vision_tower, "vision tower")
-    if not _has_weights(folder):
-        raise CheckpointError(f"vision tower folder {folder} has no weights (*.safetensors)")
     return VisionTower.from_pretrained(
         folder,
         config.vision_select_layer,
@@ -241,9 +242,22 @@ def save_checkpoint(
         "model": dataclasses.asdict(config),
         "geometry": geometry,
         "metadata": metadata or {},
+        "checksums": _weight_checksums(folder, config),
     }
     (folder / CONFIG_NAME).write_text(json.dumps(document, indent=2))
     return folder
+
+
+def _weight_checksums(folder: Path, config: ModelConfig) -> dict[str, str]:
+    """SHA-256 of every weight file this save wrote (not of referenced folders, nor of the
+    Trainer's checkpoint-N folders that may share the output folder); verified by loading."""
+    parts = [PROJECTOR_WEIGHTS, HIGHRES_WEIGHTS]
+    for component in (config.vision_tower, config.language_model):
+        if not Path(component).is_absolute():  # copied into the checkpoint
+            parts.append(component)
+    if config.highres is not None and config.highres.encoder == HIGHRES_ENCODER:
+        parts.append(HIGHRES_ENCODER)
+    return record_checksums(folder, parts)
 
 
 def _save_highres(model: LlavaModel, folder: Path, copy_encoder: bool) -> HighresSettings:
@@ -274,21 +288,32 @@ def read_checkpoint_config(folder: str | Path) -> tuple[ModelConfig, dict]:
     path = folder / CONFIG_NAME
     if not path.is_file():
         raise CheckpointError(f"{folder} is not a llavakit checkpoint: no {CONFIG_NAME}")
-    document = json.loads(path.read_text())
-    if document.get("format") != CHECKPOINT_FORMAT:
+    try:
+        document = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
         raise CheckpointError(
-            f"{path} is not a llavakit checkpoint config (format={document.get('format')!r}); "
+            f"{path}: not valid JSON ({error}): the checkpoint is incomplete or corrupt"
+        ) from None
+    declared = document.get("format") if isinstance(document, dict) else None
+    if declared != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path} is not a llavakit checkpoint config (format={declared!r}); "
             "convert other formats with `llavakit import-hf` or `llavakit import-llava`"
         )
     config = from_dict(ModelConfig, document["model"], where=str(path))
     return config, document
 
 
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    check_safetensors(path)
+    return load_file(str(path))
+
+
 def _load_highres(branch: HighresBranch, path: Path) -> None:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path.parent} has `highres` but no {path.name}")
     try:
-        branch.load_trained_state_dict(load_file(str(path)), str(path))
+        branch.load_trained_state_dict(_read_weights(path), str(path))
     except HighresError as error:
         raise CheckpointError(str(error)) from None
 
@@ -308,16 +333,18 @@ def load_checkpoint(
     """`llavakit.load(path)`: rebuild model + processor (+ template) from the folder alone.
 
     `overrides` replaces config fields that do not change the weights (template, max_length...),
-    as a later training stage does.
+    as a later training stage does. Every weight file the checkpoint recorded a checksum for is
+    verified first (reading each once); other weight files are checked for truncation.
     """
     folder = Path(folder)
-    config, _ = read_checkpoint_config(folder)
+    config, document = read_checkpoint_config(folder)
     config = dataclasses.replace(config, **(overrides or {}))
     if dtype:
         config.dtype = dtype
     weights_path = folder / PROJECTOR_WEIGHTS
     if not weights_path.is_file():
         raise CheckpointError(f"checkpoint {folder} is missing {PROJECTOR_WEIGHTS}")
+    verify_checksums(folder, document.get("checksums") or {})
     vision_folder = _resolve(folder, config.vision_tower)
     llm_folder = _resolve(folder, config.language_model)
     if config.highres is not None and config.highres.encoder:
@@ -330,7 +357,7 @@ def load_checkpoint(
         model.config, vision_tower=str(vision_folder), language_model=str(llm_folder)
     )
     processor.model_config = model.config
-    weights = load_file(str(weights_path))
+    weights = _read_weights(weights_path)
     projector_state = {
         k[len("projector.") :]: v for k, v in weights.items() if k.startswith("projector.")
     }

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from transformers import AutoConfig, CLIPVisionModel, SiglipVisionModel
 
+from llavakit.model.integrity import require_safetensors
+
 # checkpoint model_type -> (encoder class, has a CLS token)
 _ENCODERS = {
     "clip": (CLIPVisionModel, True),
@@ -81,12 +83,13 @@ class VisionTower(nn.Module):
         dtype: torch.dtype = torch.float32,
     ) -> VisionTower:
         model_type = vision_model_type(folder)
+        require_safetensors(folder, "vision tower")
         encoder_class, _ = _ENCODERS[model_type]
         # A full CLIP/SigLIP checkpoint also holds the text tower: its keys are unused on
         # purpose, so transformers' "unexpected keys" report is silenced for those.
         quiet = model_type in ("clip", "siglip")
         with _transformers_errors_only() if quiet else contextlib.nullcontext():
-            encoder = encoder_class.from_pretrained(str(folder), dtype=dtype)
+            encoder = encoder_class.from_pretrained(str(folder), dtype=dtype, use_safetensors=True)
         return cls(encoder, select_layer, select_feature)
 
     @property

@@ -13,6 +13,7 @@ import json
 import logging
 from pathlib import Path
 
+import torch
 from transformers import TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -21,11 +22,15 @@ from llavakit.data.dataset import Collator, LlavaDataset, load_entries
 from llavakit.data.feature_cache import FeatureCache, fill_feature_cache
 from llavakit.data.packing import PackingCollator
 from llavakit.data.records import record_images
+from llavakit.data.tally import TallyingCollator
 from llavakit.model.io import build_model, load_checkpoint, save_checkpoint
+from llavakit.train.data_tally import data_metadata, describe_data
 from llavakit.train.stages import apply_stage, merge_lora, trainable_summary
 from llavakit.train.trainer import LlavaTrainer
 
 log = logging.getLogger(__name__)
+IMAGE_CHECK_CACHE = "image_check.json"
+"""In train.output_dir: which images decoded, by path, size and mtime (a rerun decodes none)."""
 
 # Fields of a previous stage's model config that the new stage's recipe sets (they do not change
 # the weights); everything architectural comes from the checkpoint.
@@ -84,7 +89,16 @@ def training_arguments(recipe: RecipeConfig) -> TrainingArguments:
         dataloader_num_workers=recipe.data.num_workers,
         torch_compile=t.torch_compile,
         disable_tqdm=False,
+        # Without an accelerator, accelerate treats torchrun's processes as independent runs
+        # (each training on all the data, no gradient sync) unless told it is on CPU.
+        use_cpu=not _has_accelerator(),
     )
+
+
+def _has_accelerator() -> bool:
+    """A GPU (CUDA/ROCm) or other torch accelerator; torch.accelerator exists from torch 2.6."""
+    accelerator = getattr(torch, "accelerator", None)
+    return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
 
 
 def training_collator(recipe: RecipeConfig, processor):
@@ -132,11 +146,13 @@ def train(recipe: RecipeConfig, callbacks: list | None = None) -> Path:
     set_seed(t.seed)
     output_dir = Path(t.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    entries, report = load_entries(recipe.data, seed=t.seed)
+    args = training_arguments(recipe)
+    with args.main_process_first(desc="checking records and images"):  # others use its verdicts
+        cache = output_dir / IMAGE_CHECK_CACHE
+        entries, report = load_entries(recipe.data, t.seed, cache, progress=args.should_log)
     model, processor = build_for_stage(recipe)
     apply_stage(model, t)
     log.info("trainable parameters: %s", trainable_summary(model))
-    args = training_arguments(recipe)
     feature_cache = None
     if recipe.data.feature_cache:
         feature_cache = prepare_feature_cache(recipe, model, processor, entries, args)
@@ -147,7 +163,10 @@ def train(recipe: RecipeConfig, callbacks: list | None = None) -> Path:
         model=model,
         args=args,
         train_dataset=dataset,
-        data_collator=training_collator(recipe, processor),
+        # Batches also carry a tally of their samples (dropped, truncated) for the trainer to count.
+        data_collator=TallyingCollator(
+            training_collator(recipe, processor), processor.pad_token_id
+        ),
         llava_config=t,
         lengths=dataset.lengths() if recipe.data.group_by_modality_length else None,
         callbacks=callbacks,
@@ -156,6 +175,8 @@ def train(recipe: RecipeConfig, callbacks: list | None = None) -> Path:
     if resume:
         log.info("resuming from %s", resume)
     result = trainer.train(resume_from_checkpoint=resume)
+    counts = trainer.sample_tally.total()  # on every rank: the ranks' counts are summed
+    log.info(describe_data(report, counts))
     if not trainer.args.should_save:
         return output_dir
     if t.lora is not None and t.lora.merge_on_save:
@@ -171,8 +192,7 @@ def train(recipe: RecipeConfig, callbacks: list | None = None) -> Path:
         metadata={
             "stage": t.stage,
             "train_loss": result.training_loss,
-            "skipped_records": len(report.skipped),
-            "failed_samples": dataset.n_failed,
+            **data_metadata(report, counts),
         },
     )
     save_recipe(recipe, output_dir / "recipe.yaml")

@@ -13,6 +13,8 @@ from transformers import Trainer
 
 from llavakit.config import TrainConfig
 from llavakit.data.sampler import ModalityLengthSampler
+from llavakit.data.tally import TALLY_KEY
+from llavakit.train.data_tally import SampleTallyCallback
 
 WEIGHTS_NAME = "model.safetensors"
 
@@ -24,6 +26,8 @@ class LlavaTrainer(Trainer):
         self.llava_config = llava_config
         self.lengths = lengths
         super().__init__(*args, **kwargs)
+        self.sample_tally = SampleTallyCallback()  # what became of the samples, across workers
+        self.add_callback(self.sample_tally)
 
     def _get_train_sampler(self, train_dataset=None):
         if self.lengths is None:
@@ -37,6 +41,7 @@ class LlavaTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Training asks for the loss alone, so only trained positions get vocabulary logits."""
+        self.sample_tally.count(inputs.pop(TALLY_KEY, None))  # the batch's tally is not an input
         if self.llava_config.trained_logits_only and not return_outputs:
             chunk = self.llava_config.loss_chunk_tokens
             inputs = {**inputs, "loss_only": True, "loss_chunk_tokens": chunk}

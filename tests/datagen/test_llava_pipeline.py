@@ -16,6 +16,7 @@ import pytest
 from fake_openai import FakeReply
 
 from llavakit.cli import main
+from llavakit.datagen.cache import ResponseCache
 from llavakit.datagen.coco import load_coco_contexts
 from llavakit.datagen.journal import Journal, write_records
 from llavakit.datagen.llava import generate
@@ -101,6 +102,45 @@ def test_bad_answers_are_retried_then_dropped_and_counted(
     assert "dropped 1x: invalid answer after 3 tries: answer mentions 'captions'" in report
     assert fake_server.request_count == 4 + 2 + 1  # 4 keys, 2 retries of the leak, 1 of image 2
     assert "1:detail" not in journal_keys(paths["out"])  # failures are not journaled: retried later
+
+
+def test_malformed_teacher_replies_cost_one_record_not_the_run(
+    fake_server, make_coco, llava_answer, capsys
+):
+    """One reply in 20 is cut-off JSON every time and one is cut off once: the run goes on."""
+    cut_off = FakeReply(body=b'{"id": "chatcmpl-1", "choices": [{"index": 0, "mes')
+    seen = set()
+
+    def respond(body):
+        context, system = body["messages"][-1]["content"], body["messages"][0]["content"]
+        if "(image 4)" in context and "Write a detailed description" in system:
+            return cut_off  # every time: dropped and counted
+        if "(image 7)" in context and "Write a conversation" in system and "7c" not in seen:
+            seen.add("7c")
+            return cut_off  # once: retried like a 5xx
+        return llava_answer(body)
+
+    fake_server.respond = respond
+    paths = make_coco(n=10)
+    argv = llava_argv(paths, fake_server.base_url, "--types", "conversation,detail")
+    assert main([*argv, "--max-tries", "2", "--concurrency", "4"]) == 0
+    ids = [record["id"] for record in json.loads(paths["out"].read_text())]
+    assert len(ids) == 19 and "4:detail" not in ids and "7:conversation" in ids
+    report = capsys.readouterr().out
+    assert "20 requested, 0 already done, 19 new, 1 dropped, 19 written" in report
+    assert (
+        "dropped 1x: teacher 'fake-teacher' at fault: malformed reply (not valid JSON) "
+        "after 2 tries" in report
+    )
+    assert "malformed replies from the teacher: 3 (retried)" in report
+    assert fake_server.request_count == 20 + 2  # the dropped one's retry, image 7's retry
+    assert len(ResponseCache(paths["out"].with_name("data.cache.sqlite"))) == 19
+
+    # The teacher recovers: the rerun asks for the dropped record alone.
+    fake_server.respond = llava_answer
+    assert main([*argv, "--max-tries", "2"]) == 0
+    assert fake_server.request_count == 23
+    assert len(json.loads(paths["out"].read_text())) == 20
 
 
 def test_cost_limit_stops_and_a_rerun_with_more_budget_finishes(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from email.utils import formatdate
@@ -9,8 +10,16 @@ from email.utils import formatdate
 import pytest
 from fake_openai import FakeOpenAIServer, FakeReply
 
+from llavakit.datagen.cache import ResponseCache
 from llavakit.datagen.protocol import TeacherRequest
-from llavakit.datagen.teacher import OpenAITeacher, TeacherConfig, TeacherError, retry_after_seconds
+from llavakit.datagen.teacher import (
+    MalformedReply,
+    OpenAITeacher,
+    TeacherConfig,
+    TeacherError,
+    parse_completion,
+    retry_after_seconds,
+)
 
 
 def requests(n: int, **params) -> list[TeacherRequest]:
@@ -72,6 +81,78 @@ def test_persistent_errors_become_a_failure_with_its_reason(server):
     assert not result.ok and result.error == "http 500 after 3 tries"
     assert server.request_count == 3
     assert client.stats.failures == {"http 500 after 3 tries": 1}
+
+
+TRUNCATED_COMPLETION = b'{"id": "chatcmpl-1", "choices": [{"index": 0, "mes'
+
+
+def test_malformed_replies_are_retried_like_server_errors(server):
+    server.push(
+        FakeReply(body=TRUNCATED_COMPLETION),
+        FakeReply(body=b"[1, 2]"),
+        FakeReply(body=b'{"choices": [{"message": {"content": 5}}]}'),
+    )
+    client = teacher(server)
+    [result] = client.complete(requests(1))
+    assert result.text == "echo: q0"
+    assert server.request_count == 4 and client.stats.retries == 3
+    assert client.stats.malformed_replies == 3 and not client.stats.failures
+    assert "malformed replies from the teacher: 3 (retried)" in client.stats.summary()
+
+
+def test_a_persistently_malformed_reply_fails_its_request_only_naming_the_teacher(server):
+    def respond(body):
+        if body["messages"][-1]["content"] == "q2":
+            return FakeReply(body=TRUNCATED_COMPLETION)
+        return "answer"
+
+    server.respond = respond
+    client = teacher(server, max_tries=3, concurrency=2)
+    results = {result.key: result for result in client.complete(requests(6))}
+    reason = "teacher 'fake-model' at fault: malformed reply (not valid JSON) after 3 tries"
+    assert results["k2"].error == reason
+    assert [key for key, result in sorted(results.items()) if result.ok] == [
+        "k0", "k1", "k3", "k4", "k5"
+    ]  # fmt: skip
+    assert client.stats.failures == {reason: 1} and client.stats.malformed_replies == 3
+
+
+def test_a_fatal_error_still_caches_the_answers_already_in_flight(server, tmp_path):
+    def respond(body):
+        if body["messages"][-1]["content"] == "q0":
+            return FakeReply("no such model", status=404, delay_s=0.2)
+        return FakeReply("answer", delay_s=1.0)  # still on its way when the 404 arrives
+
+    server.respond = respond
+    cache = tmp_path / "cache.sqlite"
+    with pytest.raises(TeacherError, match="404"):
+        list(teacher(server, concurrency=4, cache_path=cache).complete(requests(8)))
+    assert server.request_count == 4  # k0..k3 were sent; k4..k7 were never started
+    assert len(ResponseCache(cache)) == 3  # k1..k3 were paid for, and kept
+
+    server.respond = lambda body: "answer"
+    rerun = teacher(server, concurrency=4, cache_path=cache)
+    assert all(result.ok for result in rerun.complete(requests(8)))
+    assert rerun.stats.cache_hits == 3 and server.request_count == 4 + 5
+
+
+def test_completion_bodies_are_read_strictly_where_we_use_them():
+    reply = parse_completion(
+        b'{"choices": [{"message": {"content": "hi"}}], "usage": {"prompt_tokens": 3}}'
+    )
+    assert (reply.text, reply.prompt_tokens, reply.completion_tokens) == ("hi", 3, 0)
+    assert parse_completion(b'{"choices": [{"message": {"content": null}}]}').text is None
+    for body, problem in [
+        (b"", "not valid JSON"),
+        (b"\xff\xfe", "not valid JSON"),
+        (TRUNCATED_COMPLETION, "not valid JSON"),
+        (b'"text"', "a JSON str, not a completion object"),
+        (b'{"choices": []}', "no `choices` list"),
+        (b'{"choices": ["x"]}', "`choices[0].message` is not an object"),
+        (b'{"choices": [{"message": {"content": ["a"]}}]}', "content` is a list"),
+    ]:
+        with pytest.raises(MalformedReply, match=re.escape(problem)):
+            parse_completion(body)
 
 
 def test_slow_replies_time_out_and_are_retried(server):

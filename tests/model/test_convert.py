@@ -379,10 +379,17 @@ def test_import_llava_stage1_projector(tmp_path, tiny_model_config, tiny_clip, t
     torch.save(projector, stage1 / "mm_projector.bin")
     with pytest.raises(ConversionError, match="name the base LLM folder with --llm"):
         import_llava(stage1, tmp_path / "out", vision_tower=tiny_clip)
-    with pytest.raises(ConversionError, match="pickle file: unpickling can run arbitrary code"):
+    with pytest.raises(ValueError, match="pickled PyTorch weights.*llavakit convert-bin"):
         import_llava(stage1, tmp_path / "out", vision_tower=tiny_clip, llm=tiny_llama)
+    # Converted on request (the one reader of pickles), the projector imports.
+    projector_file = stage1 / "mm_projector.bin"
+    assert (
+        cli_main(["convert-bin", str(projector_file), str(stage1 / "mm_projector.safetensors")])
+        == 0
+    )
+    projector_file.unlink()
     command = ["import-llava", str(stage1), str(tmp_path / "out"), "--vision-tower", str(tiny_clip)]
-    assert cli_main([*command, "--llm", str(tiny_llama), "--allow-pickle"]) == 0
+    assert cli_main([*command, "--llm", str(tiny_llama)]) == 0
     loaded, _ = llavakit.load(tmp_path / "out")
     assert loaded.config.projector_type == "linear"
     batch = prompt_batch(processor)
