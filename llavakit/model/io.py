@@ -44,6 +44,7 @@ CONFIG_NAME = "config.json"
 PROJECTOR_WEIGHTS = "projector.safetensors"
 HIGHRES_WEIGHTS = "highres.safetensors"
 HIGHRES_ENCODER = "highres_encoder"
+_PROJECTOR_PARTS = ("projector", "image_newline")  # what projector.safetensors holds
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -188,7 +189,9 @@ def _check_highres_preprocessing(settings: HighresSettings, image_config: ImageP
         )
 
 
-def build_model(config: ModelConfig) -> tuple[LlavaModel, LlavaProcessor]:
+def build_model(
+    config: ModelConfig, device_map: str | dict | None = None
+) -> tuple[LlavaModel, LlavaProcessor]:
     """A fresh LLaVA from a vision folder and an LLM folder (projector randomly initialised)."""
     if not config.vision_tower or not config.language_model:
         raise ConfigError("model.vision_tower and model.language_model must name folders")
@@ -198,14 +201,15 @@ def build_model(config: ModelConfig) -> tuple[LlavaModel, LlavaProcessor]:
         config.language_model,
         config.tokenizer or config.language_model,
         config.vision_tower,
+        device_map,
     )
 
 
-def _extra_weights(model: LlavaModel) -> dict[str, torch.Tensor]:
-    weights = {f"projector.{k}": v for k, v in model.projector.state_dict().items()}
-    if model.image_newline is not None:
-        weights["image_newline"] = model.image_newline.data
-    return {k: v.detach().contiguous().cpu() for k, v in weights.items()}
+def _extra_weights(model: LlavaModel, weights: dict | None) -> dict[str, torch.Tensor]:
+    if weights is None:
+        weights = dict(model.named_parameters())
+    names = [n for n, _ in model.named_parameters() if n.split(".", 1)[0] in _PROJECTOR_PARTS]
+    return {name: weights[name].detach().contiguous().cpu() for name in names}
 
 
 def save_checkpoint(
@@ -215,8 +219,21 @@ def save_checkpoint(
     copy_vision: bool = True,
     copy_language_model: bool = True,
     metadata: dict | None = None,
+    weights: dict[str, torch.Tensor] | None = None,
+    trained: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write a llavakit checkpoint; components not copied are referenced by absolute path."""
+    """Write a llavakit checkpoint; components not copied are referenced by absolute path.
+
+    `weights`: the model's parameters gathered across processes (FSDP2 and ZeRO-3 leave only
+    shards in the module); None = the module's own tensors. `trained`: parameters a stage changed,
+    stored over the referenced components (model/partial.py), as training checkpoints and
+    unmerged LoRA adapters are.
+    """
+    from llavakit.model.lora import has_lora, settings_record
+    from llavakit.model.partial import write_trained_weights
+
+    if copy_language_model and has_lora(model.language_model):
+        raise CheckpointError("an unmerged LoRA model references its base language model")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config = dataclasses.replace(model.config)
@@ -231,9 +248,10 @@ def save_checkpoint(
     else:
         config.language_model = str(Path(model.config.language_model).resolve())
     config.tokenizer = None
-    save_file(_extra_weights(model), str(folder / PROJECTOR_WEIGHTS), metadata={"format": "pt"})
+    projector = _extra_weights(model, weights)
+    save_file(projector, str(folder / PROJECTOR_WEIGHTS), metadata={"format": "pt"})
     if model.highres is not None:
-        config.highres = _save_highres(model, folder, copy_vision)
+        config.highres = _save_highres(model, folder, copy_vision, weights)
     processor.save_pretrained(folder)
     geometry = dataclasses.asdict(processor.geometry)
     document = {
@@ -242,15 +260,23 @@ def save_checkpoint(
         "geometry": geometry,
         "metadata": metadata or {},
     }
+    if trained is not None:
+        lora = settings_record(model.language_model)
+        document["trained_weights"] = write_trained_weights(folder, trained, lora)
     (folder / CONFIG_NAME).write_text(json.dumps(document, indent=2))
     return folder
 
 
-def _save_highres(model: LlavaModel, folder: Path, copy_encoder: bool) -> HighresSettings:
+def _save_highres(
+    model: LlavaModel, folder: Path, copy_encoder: bool, gathered: dict | None
+) -> HighresSettings:
     """Write the branch's trained weights; copy or reference its encoder. Returns its settings
     with `encoder` naming where the encoder now is."""
     branch = model.highres
-    weights = {k: v.detach().contiguous().cpu() for k, v in branch.trained_state_dict().items()}
+    weights = branch.trained_state_dict()
+    if gathered is not None:
+        weights = {k: gathered[f"highres.{k}"] for k in weights}
+    weights = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
     save_file(weights, str(folder / HIGHRES_WEIGHTS), metadata={"format": "pt"})
     if not copy_encoder:
         source = branch.source or model.config.vision_tower
@@ -304,14 +330,16 @@ def load_checkpoint(
     device: str | torch.device | None = None,
     overrides: dict | None = None,
     device_map: str | dict | None = None,
+    merge_lora: bool = True,
 ) -> tuple[LlavaModel, LlavaProcessor]:
     """`llavakit.load(path)`: rebuild model + processor (+ template) from the folder alone.
 
     `overrides` replaces config fields that do not change the weights (template, max_length...),
-    as a later training stage does.
+    as a later training stage does. An unmerged LoRA checkpoint comes back merged unless
+    `merge_lora` is False or the base is quantised (`load_in_bits`).
     """
     folder = Path(folder)
-    config, _ = read_checkpoint_config(folder)
+    config, document = read_checkpoint_config(folder)
     config = dataclasses.replace(config, **(overrides or {}))
     if dtype:
         config.dtype = dtype
@@ -344,6 +372,11 @@ def load_checkpoint(
         model.image_newline.data.copy_(weights["image_newline"])
     if model.highres is not None:
         _load_highres(model.highres, folder / HIGHRES_WEIGHTS)
+    if document.get("trained_weights"):
+        from llavakit.model.partial import apply_trained_weights
+
+        merge = merge_lora and not config.load_in_bits
+        apply_trained_weights(model, folder, document["trained_weights"], merge)
     model.eval()
     if device_map is not None or config.load_in_bits:
         # The LLM was placed by accelerate; the tower and projector join its input embeddings.
