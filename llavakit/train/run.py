@@ -187,6 +187,11 @@ def train(recipe: RecipeConfig, callbacks: list | None = None) -> Path:
     trainer.save_model(str(trained))  # every process joins the gathering
     if not trainer.args.should_save:
         return output_dir
+    if trainer.is_deepspeed_enabled:
+        # The final checkpoint is rebuilt by this process alone: no ZeRO-3 partitioned loading.
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
     final = checkpoints.staging_folder(output_dir, "final")
     shutil.rmtree(final, ignore_errors=True)
     write_final_checkpoint(

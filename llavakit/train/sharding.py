@@ -71,12 +71,11 @@ class _ReadRecorder(dict):
 
 def fsdp_layer_classes(model: nn.Module) -> list[str]:
     """The classes FSDP2 wraps one by one: the LLM's and the towers' `_no_split_modules`."""
-    names: list[str] = []
+    present = {type(module).__name__ for module in model.modules()}
+    declared = set()
     for module in model.modules():
-        for name in getattr(module, "_no_split_modules", None) or ():
-            if name not in names and any(type(m).__name__ == name for m in model.modules()):
-                names.append(name)
-    return names
+        declared.update(getattr(module, "_no_split_modules", None) or ())
+    return sorted(declared & present)
 
 
 def fsdp_config_for(path: str, model: nn.Module) -> dict:
