@@ -43,7 +43,7 @@ def _fsync_folder(folder: Path) -> None:
 def seal(folder: Path) -> None:
     """Flush every file to disk and record its size in the manifest (written last)."""
     sizes = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
         with open(path, "rb") as handle:
             os.fsync(handle.fileno())
         sizes[str(path.relative_to(folder))] = path.stat().st_size
