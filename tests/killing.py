@@ -34,10 +34,20 @@ def kill_during_save(
         deadline = time.monotonic() + 300
         while not marker.exists():
             if process.poll() is not None or time.monotonic() > deadline:
-                os.killpg(process.pid, signal.SIGKILL)
+                kill_all(process, marker)
                 raise AssertionError(
                     f"the run ended before pausing in its save:\n{log.read_text()[-3000:]}"
                 )
             time.sleep(0.1)
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        kill_all(process, marker)
+
+
+def kill_all(process: subprocess.Popen, marker: Path) -> None:
+    """SIGKILL the launcher's process group and every training process that recorded its pid."""
+    os.killpg(process.pid, signal.SIGKILL)
+    for pid_file in marker.with_name(marker.name + ".pids").glob("*"):
+        try:
+            os.kill(int(pid_file.name), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    process.wait()

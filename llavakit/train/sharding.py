@@ -161,7 +161,9 @@ def trained_tensors(
     parameters = {_plain_name(n): p for n, p in model.named_parameters() if p.requires_grad}
     if gathered is not None and not gathered:
         return None
-    source = dict(model.named_parameters()) if gathered is None else gathered
+    source = gathered
+    if gathered is None:
+        source = {_plain_name(n): p for n, p in model.named_parameters()}
     missing = [name for name in parameters if name not in source]
     if missing:
         raise on_error(

@@ -108,7 +108,7 @@ class LlavaTrainer(Trainer):
         output_dir = output_dir or self.args.output_dir
         if not self.args.should_save:
             return
-        model = self.accelerator.unwrap_model(self.model)
+        model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
         trained = trained_tensors(
             model, state_dict, lambda m: CheckpointError(f"{output_dir}: {m}")
         )
@@ -170,7 +170,7 @@ class LlavaTrainer(Trainer):
             with _naming(resume_from_checkpoint, "FSDP model state"):
                 load_fsdp_model(plugin, self.accelerator, model, resume_from_checkpoint)
             return
-        module = self.accelerator.unwrap_model(model)
+        module = self.accelerator.unwrap_model(model, keep_torch_compile=False)
         path = Path(resume_from_checkpoint) / TRAINED_WEIGHTS
         weights = read_trained_weights(path)
         check_fits(module, weights, path)

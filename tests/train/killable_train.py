@@ -2,12 +2,14 @@
 
 Used by the kill -9 tests: `python killable_train.py RECIPE.yaml STEP MARKER` (also under
 torchrun). The first torch.save into the staged checkpoint-STEP writes half of its bytes, creates
-MARKER and then waits to be killed, so the kill lands at a known point inside the save.
+MARKER and then waits to be killed, so the kill lands at a known point inside the save. Each
+process records its pid in MARKER.pids/ first.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import sys
 import time
 from pathlib import Path
@@ -38,5 +40,9 @@ def pause_inside_save(step: int, marker: Path) -> None:
 
 if __name__ == "__main__":
     recipe_file, step, marker = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
+    # torchrun starts its workers in sessions of their own: the test kills each one by pid.
+    pids = marker.with_name(marker.name + ".pids")
+    pids.mkdir(exist_ok=True)
+    (pids / str(os.getpid())).touch()
     pause_inside_save(step, marker)
     train(load_recipe(recipe_file))

@@ -3,8 +3,9 @@
 FSDP2, 2 processes, stage 2 fine-tuning the whole LLM with the shipped fsdp.json: the loss curve
 equals one process's; a mid-run checkpoint loads with `llavakit.load` and equals the weights
 FSDP itself saved in shards; a kill -9 inside a save, then a rerun, ends where an uninterrupted
-run ends. ZeRO-3 runs the same checks when DeepSpeed is installed; without it, the Trainer's save
-path is driven with a gathered state dict that differs from the module's local parameters.
+run ends. ZeRO-3 runs the same checks when DeepSpeed is installed (it is not a dev dependency);
+always, the Trainer's save path is driven with a gathered state dict that differs from the
+module's local parameters.
 """
 
 from __future__ import annotations
@@ -136,6 +137,16 @@ def test_zero3_two_processes(tmp_path, tiny_model_config, tiny_data, tiny_checkp
     model, _ = llavakit.load(middle)
     for name, tensor in trained.items():
         assert torch.equal(model.state_dict()[name], tensor), name
+
+    interrupted = recipe("killed", 4, deepspeed="zero3.json")
+    kill_during_save(interrupted, tmp_path / "kill", step=4, processes=2, port=29565)
+    assert not (tmp_path / "killed" / "checkpoint-4").exists()
+    resumed = torchrun(interrupted, port=29566)
+    for a, b in zip(losses(zero3), losses(resumed)):
+        assert abs(a - b) < 1e-5
+    final_straight, _ = llavakit.load(zero3)
+    final_resumed, _ = llavakit.load(resumed)
+    assert_same_state(final_straight.state_dict(), final_resumed.state_dict(), atol=1e-6)
 
 
 def trainer_for(tmp_path, tiny_model_config, tiny_data):
