@@ -122,6 +122,27 @@ def problem(folder: Path) -> str | None:
     return None
 
 
+def written_under(folder: Path) -> str:
+    """Which strategy wrote a Trainer checkpoint: its optimizer state's format depends on it."""
+    names = {path.name for path in folder.iterdir()}
+    if any(name.startswith(("pytorch_model_fsdp", "optimizer_0")) for name in names):
+        return "FSDP"
+    if "latest" in names or any(name.startswith("global_step") for name in names):
+        return "DeepSpeed"
+    return "one process or DDP"
+
+
+def check_same_strategy(folder: Path, strategy: str) -> None:
+    """Refuse, in one line, to resume optimizer state written under another strategy."""
+    written = written_under(folder)
+    if written != strategy:
+        raise ValueError(
+            f"{folder} was written under {written} and this run uses {strategy}: resume it with "
+            "the strategy that wrote it, or start a new train.output_dir (its trained weights "
+            "load anywhere with llavakit.load)"
+        )
+
+
 def newest_complete(output_dir: str | Path) -> tuple[Path | None, list[str]]:
     """The newest resumable `checkpoint-N` in output_dir, and a line for each one skipped."""
     output_dir = Path(output_dir)

@@ -182,6 +182,8 @@ def train(recipe: RecipeConfig, callbacks: list | None = None) -> Path:
         callbacks=callbacks,
     )
     resume = resume_checkpoint(output_dir) if t.resume else None
+    if resume is not None:
+        checkpoints.check_same_strategy(resume, strategy_of(trainer))
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     trained = checkpoints.staging_folder(output_dir, "trained")
     trainer.save_model(str(trained))  # every process joins the gathering
@@ -211,6 +213,12 @@ def train(recipe: RecipeConfig, callbacks: list | None = None) -> Path:
     shutil.rmtree(trained)
     checkpoints.remove_empty_staging(output_dir)
     return output_dir
+
+
+def strategy_of(trainer: LlavaTrainer) -> str:
+    if trainer.is_fsdp_enabled:
+        return "FSDP"
+    return "DeepSpeed" if trainer.is_deepspeed_enabled else "one process or DDP"
 
 
 def resume_checkpoint(output_dir: Path) -> Path | None:

@@ -136,3 +136,12 @@ def test_final_save_is_published_config_last(tmp_path):
     assert not staged.exists() and (destination / "config.json").read_text() == "{}"
     assert [p.name for p in (destination / "language_model").iterdir()] == ["w"]
     shutil.rmtree(destination)
+
+
+def test_resuming_under_another_strategy_is_refused_by_name(tmp_path):
+    folder = fake_checkpoint(tmp_path / "checkpoint-4", 4)
+    checkpoints.check_same_strategy(folder, "one process or DDP")
+    (folder / "optimizer_0").mkdir()
+    with pytest.raises(ValueError, match=f"^{folder} was written under FSDP and this run uses"):
+        checkpoints.check_same_strategy(folder, "one process or DDP")
+    checkpoints.check_same_strategy(folder, "FSDP")
