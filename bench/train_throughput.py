@@ -333,7 +333,7 @@ def run_baseline(recipe, clock: StepClock, counts: list) -> list[dict]:
     entries, _ = load_entries(recipe.data, seed=recipe.train.seed)
     trainer = Trainer(
         model=hf,
-        args=training_arguments(recipe),
+        args=training_arguments(recipe, model),
         train_dataset=LlavaDataset(entries, processor, MAX_LENGTH),
         data_collator=PadToLongest(
             processor.pad_token_id, model.image_token_id, hf.config.image_token_id

@@ -161,10 +161,9 @@ class TrainConfig:
     seed: int = 42
     deepspeed: str | None = None
     """Path to a DeepSpeed JSON config (see llavakit/train/configs/)."""
-    fsdp: str | None = None
-    """FSDP options string for transformers, e.g. "full_shard auto_wrap"."""
     fsdp_config: str | None = None
-    """Path to an FSDP JSON config (layers to wrap, prefetching); see llavakit/train/configs/."""
+    """Path to an FSDP2 JSON config as transformers 5.x reads it (setting it selects FSDP; see
+    llavakit/train/configs/fsdp.json); keys the installed transformers ignores are refused."""
     report_to: list[str] = field(default_factory=list)
     """Loggers: tensorboard, wandb, ..."""
     resume: bool = True

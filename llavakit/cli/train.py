@@ -23,6 +23,16 @@ def register(subparsers) -> None:
         help="leave invalid records out (reporting the count) instead of refusing to train",
     )
     parser.set_defaults(func=_train)
+    merge = subparsers.add_parser(
+        "merge-lora",
+        help="fold a checkpoint's LoRA adapters into a standard checkpoint",
+        description="Load a checkpoint with unmerged LoRA adapters (train.lora.merge_on_save: "
+        "false, or a training checkpoint-N) over its base and write a standard, self-contained "
+        "llavakit checkpoint with the adapters merged into the language model.",
+    )
+    merge.add_argument("checkpoint", help="checkpoint folder with unmerged adapters")
+    merge.add_argument("output", help="folder for the merged checkpoint")
+    merge.set_defaults(func=_merge_lora)
 
 
 def _train(args) -> int:
@@ -39,4 +49,11 @@ def _train(args) -> int:
     recipe = load_recipe(recipe_path(args.recipe), overrides)
     output = train(recipe)
     print(f"checkpoint: {output}")
+    return 0
+
+
+def _merge_lora(args) -> int:
+    from llavakit.model.partial import merge_lora_checkpoint
+
+    print(f"checkpoint: {merge_lora_checkpoint(args.checkpoint, args.output)}")
     return 0

@@ -21,7 +21,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from llavakit.files import write_text_atomic
 from llavakit.image import load_image
 from llavakit.model.integrity import check_safetensors
 from llavakit.model.vision import VisionTower
@@ -146,19 +146,6 @@ class FeatureCache:
         for image_key, (_, size) in features.items():
             self.index[image_key] = {"shard": name, "image_size": list(size)}
         write_text_atomic(self.folder / INDEX_NAME, json.dumps(self.index))
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file (unique per writer) and rename: readers, a kill, and other
-    processes writing the same file at once never leave a half-written file behind."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def fill_feature_cache(

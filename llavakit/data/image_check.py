@@ -21,8 +21,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from llavakit.data.feature_cache import write_text_atomic
 from llavakit.data.records import RecordProblem, record_images
+from llavakit.files import write_text_atomic
 from llavakit.image import ImageLoadError, load_image
 
 log = logging.getLogger(__name__)

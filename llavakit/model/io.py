@@ -2,12 +2,15 @@
 
 A llavakit checkpoint is a folder:
     config.json              {"format": "llavakit", "model": ModelConfig, "geometry": ...,
-                              "checksums": {weight file: SHA-256}}
+                              "checksums": {weight file: SHA-256},
+                              "trained_weights": {...} when model.safetensors is there}
     projector.safetensors    projector (+ AnyRes image_newline) weights
     highres.safetensors      LLaVAR high-res cross-attention blocks and crop embeddings
     highres_encoder/         HF folder of the high-res encoder, when copied and not the tower's
     vision_tower/            HF folder of the tower, when copied
     language_model/          HF folder of the LLM, when copied
+    model.safetensors        trained parameters over referenced parts (training checkpoints,
+                             unmerged LoRA adapters; see model/partial.py)
     tokenizer files          with <image> (and <im_start>/<im_end>) added
     preprocessor_config.json the image preprocessing the model was trained with
 Components that stayed frozen may instead be referenced by absolute path (stage 1 saves only the
@@ -37,6 +40,8 @@ from llavakit.model.integrity import (
     verify_checksums,
 )
 from llavakit.model.llava import LlavaModel
+from llavakit.model.lora import has_lora, settings_record
+from llavakit.model.partial import TRAINED_WEIGHTS, apply_trained_weights, write_trained_weights
 from llavakit.model.projector import build_projector
 from llavakit.model.vision import VisionTower
 from llavakit.processor import (
@@ -52,6 +57,7 @@ CONFIG_NAME = "config.json"
 PROJECTOR_WEIGHTS = "projector.safetensors"
 HIGHRES_WEIGHTS = "highres.safetensors"
 HIGHRES_ENCODER = "highres_encoder"
+_PROJECTOR_PARTS = ("projector", "image_newline")  # what projector.safetensors holds
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -189,7 +195,9 @@ def _check_highres_preprocessing(settings: HighresSettings, image_config: ImageP
         )
 
 
-def build_model(config: ModelConfig) -> tuple[LlavaModel, LlavaProcessor]:
+def build_model(
+    config: ModelConfig, device_map: str | dict | None = None
+) -> tuple[LlavaModel, LlavaProcessor]:
     """A fresh LLaVA from a vision folder and an LLM folder (projector randomly initialised)."""
     if not config.vision_tower or not config.language_model:
         raise ConfigError("model.vision_tower and model.language_model must name folders")
@@ -199,14 +207,15 @@ def build_model(config: ModelConfig) -> tuple[LlavaModel, LlavaProcessor]:
         config.language_model,
         config.tokenizer or config.language_model,
         config.vision_tower,
+        device_map,
     )
 
 
-def _extra_weights(model: LlavaModel) -> dict[str, torch.Tensor]:
-    weights = {f"projector.{k}": v for k, v in model.projector.state_dict().items()}
-    if model.image_newline is not None:
-        weights["image_newline"] = model.image_newline.data
-    return {k: v.detach().contiguous().cpu() for k, v in weights.items()}
+def _extra_weights(model: LlavaModel, weights: dict | None) -> dict[str, torch.Tensor]:
+    if weights is None:
+        weights = dict(model.named_parameters())
+    names = [n for n, _ in model.named_parameters() if n.split(".", 1)[0] in _PROJECTOR_PARTS]
+    return {name: weights[name].detach().contiguous().cpu() for name in names}
 
 
 def save_checkpoint(
@@ -216,8 +225,18 @@ def save_checkpoint(
     copy_vision: bool = True,
     copy_language_model: bool = True,
     metadata: dict | None = None,
+    weights: dict[str, torch.Tensor] | None = None,
+    trained: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write a llavakit checkpoint; components not copied are referenced by absolute path."""
+    """Write a llavakit checkpoint; components not copied are referenced by absolute path.
+
+    `weights`: the model's parameters gathered across processes (FSDP2 and ZeRO-3 leave only
+    shards in the module); None = the module's own tensors. `trained`: parameters a stage changed,
+    stored over the referenced components (model/partial.py), as training checkpoints and
+    unmerged LoRA adapters are.
+    """
+    if copy_language_model and has_lora(model.language_model):
+        raise CheckpointError("an unmerged LoRA model references its base language model")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config = dataclasses.replace(model.config)
@@ -232,9 +251,10 @@ def save_checkpoint(
     else:
         config.language_model = str(Path(model.config.language_model).resolve())
     config.tokenizer = None
-    save_file(_extra_weights(model), str(folder / PROJECTOR_WEIGHTS), metadata={"format": "pt"})
+    projector = _extra_weights(model, weights)
+    save_file(projector, str(folder / PROJECTOR_WEIGHTS), metadata={"format": "pt"})
     if model.highres is not None:
-        config.highres = _save_highres(model, folder, copy_vision)
+        config.highres = _save_highres(model, folder, copy_vision, weights)
     processor.save_pretrained(folder)
     geometry = dataclasses.asdict(processor.geometry)
     document = {
@@ -242,16 +262,21 @@ def save_checkpoint(
         "model": dataclasses.asdict(config),
         "geometry": geometry,
         "metadata": metadata or {},
-        "checksums": _weight_checksums(folder, config),
     }
+    if trained is not None:
+        lora = settings_record(model.language_model)
+        document["trained_weights"] = write_trained_weights(folder, trained, lora)
+    document["checksums"] = _weight_checksums(folder, config, trained is not None)
     (folder / CONFIG_NAME).write_text(json.dumps(document, indent=2))
     return folder
 
 
-def _weight_checksums(folder: Path, config: ModelConfig) -> dict[str, str]:
+def _weight_checksums(folder: Path, config: ModelConfig, trained: bool) -> dict[str, str]:
     """SHA-256 of every weight file this save wrote (not of referenced folders, nor of the
     Trainer's checkpoint-N folders that may share the output folder); verified by loading."""
     parts = [PROJECTOR_WEIGHTS, HIGHRES_WEIGHTS]
+    if trained:
+        parts.append(TRAINED_WEIGHTS)
     for component in (config.vision_tower, config.language_model):
         if not Path(component).is_absolute():  # copied into the checkpoint
             parts.append(component)
@@ -260,11 +285,16 @@ def _weight_checksums(folder: Path, config: ModelConfig) -> dict[str, str]:
     return record_checksums(folder, parts)
 
 
-def _save_highres(model: LlavaModel, folder: Path, copy_encoder: bool) -> HighresSettings:
+def _save_highres(
+    model: LlavaModel, folder: Path, copy_encoder: bool, gathered: dict | None
+) -> HighresSettings:
     """Write the branch's trained weights; copy or reference its encoder. Returns its settings
     with `encoder` naming where the encoder now is."""
     branch = model.highres
-    weights = {k: v.detach().contiguous().cpu() for k, v in branch.trained_state_dict().items()}
+    weights = branch.trained_state_dict()
+    if gathered is not None:
+        weights = {k: gathered[f"highres.{k}"] for k in weights}
+    weights = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
     save_file(weights, str(folder / HIGHRES_WEIGHTS), metadata={"format": "pt"})
     if not copy_encoder:
         source = branch.source or model.config.vision_tower
@@ -329,12 +359,15 @@ def load_checkpoint(
     device: str | torch.device | None = None,
     overrides: dict | None = None,
     device_map: str | dict | None = None,
+    merge_lora: bool = True,
 ) -> tuple[LlavaModel, LlavaProcessor]:
     """`llavakit.load(path)`: rebuild model + processor (+ template) from the folder alone.
 
     `overrides` replaces config fields that do not change the weights (template, max_length...),
-    as a later training stage does. Every weight file the checkpoint recorded a checksum for is
-    verified first (reading each once); other weight files are checked for truncation.
+    as a later training stage does. An unmerged LoRA checkpoint comes back merged unless
+    `merge_lora` is False or the base is quantised (`load_in_bits`). Every weight file the
+    checkpoint recorded a checksum for (trained weights included) is verified first (reading
+    each once); other weight files are checked for truncation.
     """
     folder = Path(folder)
     config, document = read_checkpoint_config(folder)
@@ -371,6 +404,9 @@ def load_checkpoint(
         model.image_newline.data.copy_(weights["image_newline"])
     if model.highres is not None:
         _load_highres(model.highres, folder / HIGHRES_WEIGHTS)
+    if document.get("trained_weights"):
+        merge = merge_lora and not config.load_in_bits
+        apply_trained_weights(model, folder, document["trained_weights"], merge)
     model.eval()
     if device_map is not None or config.load_in_bits:
         # The LLM was placed by accelerate; the tower and projector join its input embeddings.

@@ -11,11 +11,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+import shutil
 from pathlib import Path
 
 import torch
 from transformers import TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from llavakit.config import ConfigError, RecipeConfig, save_recipe
 from llavakit.data.dataset import Collator, LlavaDataset, load_entries
@@ -23,9 +24,12 @@ from llavakit.data.feature_cache import FeatureCache, fill_feature_cache
 from llavakit.data.packing import PackingCollator
 from llavakit.data.records import record_images
 from llavakit.data.tally import TallyingCollator
-from llavakit.model.io import build_model, load_checkpoint, save_checkpoint
+from llavakit.model.io import CheckpointError, build_model, load_checkpoint, save_checkpoint
+from llavakit.model.partial import TRAINED_WEIGHTS, read_trained_weights
+from llavakit.train import checkpoints
 from llavakit.train.data_tally import data_metadata, describe_data
-from llavakit.train.stages import apply_stage, merge_lora, trainable_summary
+from llavakit.train.sharding import check_fsdp_keys_read, deepspeed_config_for, fsdp_config_for
+from llavakit.train.stages import apply_stage, check_quantised_training, trainable_summary
 from llavakit.train.trainer import LlavaTrainer
 
 log = logging.getLogger(__name__)
@@ -44,11 +48,16 @@ _STAGE_OVERRIDABLE = (
 
 
 def build_for_stage(recipe: RecipeConfig):
-    """Model + processor for this stage: fresh, or continuing from `train.init_from`."""
+    """Model + processor for this stage: fresh, or continuing from `train.init_from`.
+
+    A quantised base (QLoRA) is placed whole on this process's GPU."""
+    bits = recipe.model.load_in_bits
+    device_map = {"": int(os.environ.get("LOCAL_RANK", 0))} if bits else None
     if not recipe.train.init_from:
-        return build_model(recipe.model)
+        return build_model(recipe.model, device_map=device_map)
     overrides = {name: getattr(recipe.model, name) for name in _STAGE_OVERRIDABLE}
-    return load_checkpoint(recipe.train.init_from, overrides=overrides)
+    overrides["load_in_bits"] = bits
+    return load_checkpoint(recipe.train.init_from, overrides=overrides, device_map=device_map)
 
 
 def packaged_path(path: str | None) -> str | None:
@@ -61,9 +70,22 @@ def packaged_path(path: str | None) -> str | None:
     raise FileNotFoundError(f"config file {path} does not exist")
 
 
-def training_arguments(recipe: RecipeConfig) -> TrainingArguments:
+def training_arguments(recipe: RecipeConfig, model) -> TrainingArguments:
+    """transformers' arguments for this stage. CPU processes under torchrun train as one gloo
+    group (without `use_cpu`, accelerate runs each process alone, on all the data, with no
+    gradient sync); FSDP (FSDP2) is selected by `train.fsdp_config`, DeepSpeed by
+    `train.deepspeed`."""
     t = recipe.train
-    return TrainingArguments(
+    if t.deepspeed and t.fsdp_config:
+        raise ConfigError(
+            f"train.deepspeed ({t.deepspeed}) and train.fsdp_config ({t.fsdp_config}) are both "
+            "set; choose one (e.g. add train.deepspeed=null to select FSDP)"
+        )
+    fsdp_path, deepspeed_path = packaged_path(t.fsdp_config), packaged_path(t.deepspeed)
+    fsdp = fsdp_config_for(fsdp_path, model) if fsdp_path else None
+    # FSDP checkpoints activations itself when its config says so; both at once is refused.
+    fsdp_checkpointing = fsdp is not None and bool(dict.get(fsdp, "activation_checkpointing"))
+    args = TrainingArguments(
         output_dir=t.output_dir,
         num_train_epochs=t.epochs,
         max_steps=t.max_steps,
@@ -75,24 +97,26 @@ def training_arguments(recipe: RecipeConfig) -> TrainingArguments:
         lr_scheduler_type=t.lr_scheduler,
         bf16=t.precision == "bf16",
         fp16=t.precision == "fp16",
-        activation_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing=t.gradient_checkpointing and not fsdp_checkpointing,
         logging_steps=t.logging_steps,
         save_strategy="steps",
         save_steps=t.save_steps,
         save_total_limit=t.save_total_limit,
         seed=t.seed,
-        deepspeed=packaged_path(t.deepspeed),
-        fsdp=t.fsdp or None,
-        fsdp_config=packaged_path(t.fsdp_config),
+        deepspeed=deepspeed_config_for(deepspeed_path, model) if deepspeed_path else None,
+        fsdp=fsdp is not None,
+        fsdp_config=fsdp,
         report_to=t.report_to or "none",
         remove_unused_columns=False,
         dataloader_num_workers=recipe.data.num_workers,
         torch_compile=t.torch_compile,
         disable_tqdm=False,
-        # Without an accelerator, accelerate treats torchrun's processes as independent runs
-        # (each training on all the data, no gradient sync) unless told it is on CPU.
         use_cpu=not _has_accelerator(),
     )
+    if fsdp is not None:
+        check_fsdp_keys_read(fsdp, fsdp_path)
+        args.fsdp_config = dict(fsdp)
+    return args
 
 
 def _has_accelerator() -> bool:
@@ -144,15 +168,16 @@ def train(recipe: RecipeConfig, callbacks: list | None = None) -> Path:
     """
     t = recipe.train
     set_seed(t.seed)
+    check_quantised_training(recipe.model, t)
     output_dir = Path(t.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    args = training_arguments(recipe)
-    with args.main_process_first(desc="checking records and images"):  # others use its verdicts
-        cache = output_dir / IMAGE_CHECK_CACHE
-        entries, report = load_entries(recipe.data, t.seed, cache, progress=args.should_log)
     model, processor = build_for_stage(recipe)
     apply_stage(model, t)
     log.info("trainable parameters: %s", trainable_summary(model))
+    args = training_arguments(recipe, model)  # FSDP and ZeRO settings are filled from the model
+    with args.main_process_first(desc="checking records and images"):  # others use its verdicts
+        cache = output_dir / IMAGE_CHECK_CACHE
+        entries, report = load_entries(recipe.data, t.seed, cache, progress=args.should_log)
     feature_cache = None
     if recipe.data.feature_cache:
         feature_cache = prepare_feature_cache(recipe, model, processor, entries, args)
@@ -168,39 +193,93 @@ def train(recipe: RecipeConfig, callbacks: list | None = None) -> Path:
             training_collator(recipe, processor), processor.pad_token_id
         ),
         llava_config=t,
+        processor=processor,
         lengths=dataset.lengths() if recipe.data.group_by_modality_length else None,
         callbacks=callbacks,
     )
-    resume = get_last_checkpoint(str(output_dir)) if t.resume and output_dir.is_dir() else None
-    if resume:
-        log.info("resuming from %s", resume)
-    result = trainer.train(resume_from_checkpoint=resume)
+    resume = resume_checkpoint(output_dir) if t.resume else None
+    if resume is not None:
+        checkpoints.check_same_strategy(resume, strategy_of(trainer))
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     counts = trainer.sample_tally.total()  # on every rank: the ranks' counts are summed
     log.info(describe_data(report, counts))
+    trained = checkpoints.staging_folder(output_dir, "trained")
+    trainer.save_model(str(trained))  # every process joins the gathering
     if not trainer.args.should_save:
         return output_dir
-    if t.lora is not None and t.lora.merge_on_save:
-        merge_lora(model)
-    copy_frozen = t.save_frozen == "copy" or (t.save_frozen == "auto" and t.stage != "align")
-    llm_trained = t.stage == "instruct" or model.config.use_im_start_end
-    save_checkpoint(
-        model,
-        processor,
-        output_dir,
-        copy_vision=copy_frozen or t.tune_vision_tower,
-        copy_language_model=copy_frozen or llm_trained,
+    if trainer.is_deepspeed_enabled:
+        # The final checkpoint is rebuilt by this process alone: no ZeRO-3 partitioned loading.
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
+    final = checkpoints.staging_folder(output_dir, "final")
+    shutil.rmtree(final, ignore_errors=True)
+    write_final_checkpoint(
+        recipe,
+        trained,
+        final,
         metadata={
             "stage": t.stage,
             "train_loss": result.training_loss,
             **data_metadata(report, counts),
         },
     )
-    save_recipe(recipe, output_dir / "recipe.yaml")
-    write_loss_history(trainer.state.log_history, output_dir)
+    save_recipe(recipe, final / "recipe.yaml")
+    write_loss_history(trainer.state.log_history, final, title=output_dir.name)
+    checkpoints.publish_into(final, output_dir)
+    shutil.rmtree(trained)
+    checkpoints.remove_empty_staging(output_dir)
     return output_dir
 
 
-def write_loss_history(history: list[dict], output_dir: Path) -> list[dict]:
+def strategy_of(trainer: LlavaTrainer) -> str:
+    if trainer.is_fsdp_enabled:
+        return "FSDP"
+    return "DeepSpeed" if trainer.is_deepspeed_enabled else "one process or DDP"
+
+
+def resume_checkpoint(output_dir: Path) -> Path | None:
+    """The newest resumable checkpoint-N in output_dir; each incomplete or damaged one is named
+    and skipped."""
+    if not output_dir.is_dir():
+        return None
+    newest, skipped = checkpoints.newest_complete(output_dir)
+    for reason in skipped:
+        log.warning("skipping an incomplete or damaged checkpoint: %s", reason)
+    if newest is not None:
+        log.info("resuming from %s", newest)
+    return newest
+
+
+def write_final_checkpoint(recipe: RecipeConfig, trained: Path, final: Path, metadata: dict):
+    """The stage's llavakit checkpoint, built from the gathered trained weights in `trained`
+    (the same for one process, DDP, FSDP2 and ZeRO-3). LoRA adapters are merged into a plain
+    model, or kept over the referenced base with `lora.merge_on_save: false`; a quantised base is
+    reloaded unquantised for this."""
+    t = recipe.train
+    if not (trained / TRAINED_WEIGHTS).is_file():
+        raise CheckpointError(
+            f"{trained}: no gathered weights to build the final checkpoint from (with ZeRO-3 set "
+            "stage3_gather_16bit_weights_on_model_save, or consolidate with zero_to_fp32.py)"
+        )
+    keep_adapters = t.lora is not None and not t.lora.merge_on_save
+    model, processor = load_checkpoint(
+        trained, overrides={"load_in_bits": None}, merge_lora=not keep_adapters
+    )
+    copy_frozen = t.save_frozen == "copy" or (t.save_frozen == "auto" and t.stage != "align")
+    llm_trained = t.stage == "instruct" or model.config.use_im_start_end
+    save_checkpoint(
+        model,
+        processor,
+        final,
+        copy_vision=copy_frozen or t.tune_vision_tower,
+        copy_language_model=(copy_frozen or llm_trained) and not keep_adapters,
+        metadata=metadata,
+        trained=read_trained_weights(trained / TRAINED_WEIGHTS) if keep_adapters else None,
+    )
+
+
+def write_loss_history(history: list[dict], output_dir: Path, title: str | None = None):
     """loss_history.json (step, loss, lr) and loss.png."""
     points = [
         {"step": h["step"], "loss": h["loss"], "learning_rate": h.get("learning_rate")}
@@ -218,7 +297,7 @@ def write_loss_history(history: list[dict], output_dir: Path) -> list[dict]:
         ax.plot([p["step"] for p in points], [p["loss"] for p in points])
         ax.set_xlabel("step")
         ax.set_ylabel("training loss")
-        ax.set_title(output_dir.name)
+        ax.set_title(title or output_dir.name)
         fig.tight_layout()
         fig.savefig(output_dir / "loss.png", dpi=100)
         plt.close(fig)

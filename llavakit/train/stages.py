@@ -3,7 +3,7 @@
 align    (stage 1, feature alignment): vision tower and LLM frozen, projector trained; with
          <im_start>/<im_end> the LLM's input embeddings learn too (LLaVA v1).
 instruct (stage 2, visual instruction tuning): vision tower frozen, projector + LLM trained,
-         or projector + LoRA adapters on the LLM.
+         or projector + LoRA adapters on the LLM (over a 4/8-bit base: QLoRA, GPU only).
 The vision tower can be unfrozen in either stage with `tune_vision_tower`. A LLaVAR high-res
 branch trains its cross-attention blocks with the projector in both stages (its encoder stays
 frozen).
@@ -11,11 +11,14 @@ frozen).
 
 from __future__ import annotations
 
-from torch import nn
-from transformers.pytorch_utils import Conv1D
+import importlib.util
 
-from llavakit.config import LoraSettings, TrainConfig
+import torch
+from torch import nn
+
+from llavakit.config import ConfigError, ModelConfig, TrainConfig
 from llavakit.model.llava import LlavaModel
+from llavakit.model.lora import wrap_lora
 
 STAGES = ("align", "instruct")
 
@@ -41,43 +44,47 @@ def apply_stage(model: LlavaModel, config: TrainConfig) -> None:
             )
         return
     if config.lora is not None:
+        if model.config.load_in_bits:
+            model.language_model = prepare_quantised(
+                model.language_model, config.gradient_checkpointing
+            )
         model.language_model = wrap_lora(model.language_model, config.lora)
     else:
         model.language_model.requires_grad_(True)
 
 
-def lora_targets(language_model: nn.Module) -> list[str]:
-    """Every linear layer's name in the LLM except the output head (the LLaVA LoRA recipe)."""
-    names = {
-        name.rsplit(".", 1)[-1]
-        for name, module in language_model.named_modules()
-        if isinstance(module, (nn.Linear, Conv1D))
-    }
-    output = language_model.get_output_embeddings()
-    head = {name.rsplit(".", 1)[-1] for name, m in language_model.named_modules() if m is output}
-    return sorted(names - head)
+def prepare_quantised(language_model: nn.Module, gradient_checkpointing: bool) -> nn.Module:
+    """k-bit preparation of a 4/8-bit base before LoRA (QLoRA): norms and head in float32,
+    input gradients enabled so checkpointed layers backpropagate into the adapters."""
+    from peft import prepare_model_for_kbit_training
 
-
-def wrap_lora(language_model: nn.Module, settings: LoraSettings) -> nn.Module:
-    from peft import LoraConfig, get_peft_model
-
-    targets = settings.target_modules or lora_targets(language_model)
-    uses_conv1d = any(isinstance(m, Conv1D) for m in language_model.modules())
-    lora_config = LoraConfig(
-        r=settings.r,
-        lora_alpha=settings.alpha,
-        lora_dropout=settings.dropout,
-        target_modules=targets,
-        fan_in_fan_out=uses_conv1d,  # GPT-2 stores its linear layers transposed
-        task_type="CAUSAL_LM",
+    return prepare_model_for_kbit_training(
+        language_model, use_gradient_checkpointing=gradient_checkpointing
     )
-    return get_peft_model(language_model, lora_config)
 
 
-def merge_lora(model: LlavaModel) -> None:
-    """Fold LoRA adapters into the LLM weights so the checkpoint is a plain model."""
-    if hasattr(model.language_model, "merge_and_unload"):
-        model.language_model = model.language_model.merge_and_unload()
+def check_quantised_training(model: ModelConfig, config: TrainConfig) -> None:
+    """QLoRA needs LoRA, a CUDA GPU and bitsandbytes (the `gpu` extra): refuse clearly up front."""
+    if not model.load_in_bits:
+        return
+    if model.load_in_bits not in (4, 8):
+        raise ConfigError(f"model.load_in_bits must be 4 or 8, got {model.load_in_bits}")
+    if config.lora is None:
+        raise ConfigError(
+            f"model.load_in_bits={model.load_in_bits} trains LoRA adapters over a quantised "
+            "base (QLoRA); set train.lora, a quantised model cannot be trained fully"
+        )
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"model.load_in_bits={model.load_in_bits} (QLoRA) needs a CUDA GPU for bitsandbytes' "
+            "k-bit kernels, and this machine has none; train without load_in_bits "
+            "(plain LoRA) here"
+        )
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError(
+            f"model.load_in_bits={model.load_in_bits} (QLoRA) needs bitsandbytes: "
+            'pip install "llavakit[gpu]"'
+        )
 
 
 def trainable_summary(model: nn.Module) -> dict[str, int]:

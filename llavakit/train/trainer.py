@@ -1,33 +1,56 @@
-"""transformers' Trainer, taught four LLaVA things: per-component learning rates, modality-length
-grouped sampling, a loss computed from trained positions only, and checkpoints that hold only
-what is trained (resume loads them over the frozen parts, which come from their original
-folders)."""
+"""transformers' Trainer, taught the LLaVA things: per-component learning rates, modality-length
+grouped sampling, a loss computed from trained positions only, each batch's sample tally taken
+out of its inputs and counted (train/data_tally.py), and checkpoints that hold only what is
+trained, taken whole from the gathered state under FSDP2 and ZeRO-3.
+
+Each `checkpoint-N` is also a llavakit checkpoint (config.json referencing the frozen parts,
+trained weights in model.safetensors, see model/partial.py), so `llavakit.load` opens it; it is
+written in a staging folder and renamed into place when every process is done (checkpoints.py).
+"""
 
 from __future__ import annotations
 
-import os
+import logging
+import shutil
+from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from transformers import Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from llavakit.config import TrainConfig
 from llavakit.data.sampler import ModalityLengthSampler
 from llavakit.data.tally import TALLY_KEY
+from llavakit.model.io import CheckpointError, save_checkpoint
+from llavakit.model.partial import TRAINED_WEIGHTS, check_fits, read_trained_weights
+from llavakit.train import checkpoints
 from llavakit.train.data_tally import SampleTallyCallback
+from llavakit.train.sharding import enable_fsdp_on_cpu, gather_trained_fsdp, trained_tensors
 
-WEIGHTS_NAME = "model.safetensors"
+log = logging.getLogger(__name__)
 
 
 class LlavaTrainer(Trainer):
     def __init__(
-        self, *args, llava_config: TrainConfig, lengths: list[int] | None = None, **kwargs
+        self,
+        *args,
+        llava_config: TrainConfig,
+        processor,
+        lengths: list[int] | None = None,
+        **kwargs,
     ):
         self.llava_config = llava_config
+        self.processor = processor
         self.lengths = lengths
+        self._staging_root: Path | None = None
         super().__init__(*args, **kwargs)
         self.sample_tally = SampleTallyCallback()  # what became of the samples, across workers
         self.add_callback(self.sample_tally)
+
+    def create_accelerator_and_postprocess(self):
+        super().create_accelerator_and_postprocess()
+        if enable_fsdp_on_cpu(self.accelerator, self.args.fsdp_plugin_args):
+            self.is_fsdp_enabled = True
 
     def _get_train_sampler(self, train_dataset=None):
         if self.lengths is None:
@@ -40,8 +63,13 @@ class LlavaTrainer(Trainer):
         )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """Training asks for the loss alone, so only trained positions get vocabulary logits."""
+        """Training asks for the loss alone, so only trained positions get vocabulary logits.
+
+        No KV cache in training: a layer checkpointed by FSDP (not by transformers, which turns
+        the cache off itself) would otherwise append its keys again when recomputed."""
         self.sample_tally.count(inputs.pop(TALLY_KEY, None))  # the batch's tally is not an input
+        if model.training:
+            inputs = {**inputs, "use_cache": False}
         if self.llava_config.trained_logits_only and not return_outputs:
             chunk = self.llava_config.loss_chunk_tokens
             inputs = {**inputs, "loss_only": True, "loss_chunk_tokens": chunk}
@@ -72,24 +100,117 @@ class LlavaTrainer(Trainer):
         self.optimizer = optimizer_cls(param_groups, lr=self.args.learning_rate, **optimizer_kwargs)
         return self.optimizer
 
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Under FSDP2 every process joins in gathering the trained parameters (and only those:
+        frozen towers and LLMs stay in their folders); otherwise the Trainer's own path, which
+        gathers ZeRO-3's 16-bit weights."""
+        if not self.is_fsdp_enabled:
+            return super().save_model(output_dir, _internal_call)
+        self._save(output_dir, state_dict=gather_trained_fsdp(self.model))
+
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
-        """Trainable parameters only: frozen towers/LLMs are not rewritten at every checkpoint."""
+        """A llavakit checkpoint of the trained parameters over the referenced frozen parts,
+        taken from `state_dict` when the Trainer gathered one, never from local shards."""
         output_dir = output_dir or self.args.output_dir
         if not self.args.should_save:
             return
-        os.makedirs(output_dir, exist_ok=True)
-        model = self.accelerator.unwrap_model(self.model)
-        trained = {
-            name: parameter.detach().contiguous().cpu()
-            for name, parameter in model.named_parameters()
-            if parameter.requires_grad
-        }
-        save_file(trained, os.path.join(output_dir, WEIGHTS_NAME), metadata={"format": "pt"})
-
-    def _issue_warnings_after_load(self, load_result) -> None:
-        """Missing keys are expected on resume (frozen parts); unexpected ones are not."""
-        if load_result.unexpected_keys:
-            raise RuntimeError(
-                "checkpoint holds weights this model does not have: "
-                + ", ".join(load_result.unexpected_keys[:10])
+        model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        trained = trained_tensors(
+            model, state_dict, lambda m: CheckpointError(f"{output_dir}: {m}")
+        )
+        if trained is None:
+            log.warning(
+                "%s: ZeRO-3 gathered no weights (stage3_gather_16bit_weights_on_model_save is "
+                "false); consolidate DeepSpeed's checkpoint with its zero_to_fp32.py",
+                output_dir,
             )
+            return
+        save_checkpoint(
+            model,
+            self.processor,
+            output_dir,
+            copy_vision=False,
+            copy_language_model=False,
+            metadata={"stage": self.llava_config.stage, "global_step": self.state.global_step},
+            weights=trained,
+            trained=trained,
+        )
+
+    def _get_output_dir(self, trial) -> str:
+        if self._staging_root is not None:
+            return str(self._staging_root)
+        return super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """The Trainer's checkpoint, written under .incomplete/ and renamed into place whole."""
+        run_dir = Path(self._get_output_dir(trial))
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staged = checkpoints.staging_folder(run_dir, name)
+        if self.args.should_save and staged.exists():
+            shutil.rmtree(staged)  # an earlier interrupted save of this step
+        self.accelerator.wait_for_everyone()
+        self._staging_root = staged.parent
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging_root = None
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            checkpoints.seal(staged)
+            checkpoints.publish(staged, run_dir / name)
+            rotate_checkpoints(
+                output_dir=str(run_dir),
+                save_total_limit=self.args.save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+                use_mtime=False,
+            )
+        self.accelerator.wait_for_everyone()
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        """Resume the trained parameters from model.safetensors (FSDP2: from its own shards)."""
+        model = self.model if model is None else model
+        if self.is_fsdp_enabled:
+            from accelerate.utils import load_fsdp_model
+
+            plugin = self.accelerator.state.fsdp_plugin
+            with _naming(resume_from_checkpoint, "FSDP model state"):
+                load_fsdp_model(plugin, self.accelerator, model, resume_from_checkpoint)
+            return
+        module = self.accelerator.unwrap_model(model, keep_torch_compile=False)
+        path = Path(resume_from_checkpoint) / TRAINED_WEIGHTS
+        weights = read_trained_weights(path)
+        check_fits(module, weights, path)
+        missing = [n for n, p in module.named_parameters() if p.requires_grad and n not in weights]
+        if missing:
+            raise CheckpointError(
+                f"{path} lacks {len(missing)} trained parameter(s), e.g. {', '.join(missing[:3])}"
+            )
+        module.load_state_dict(weights, strict=False)
+
+    def _load_optimizer_and_scheduler(self, checkpoint) -> None:
+        with _naming(checkpoint, "optimizer/scheduler state"):
+            super()._load_optimizer_and_scheduler(checkpoint)
+
+    def _load_rng_state(self, checkpoint) -> None:
+        with _naming(checkpoint, "random number generator state"):
+            super()._load_rng_state(checkpoint)
+
+
+class _naming:
+    """Turn a failure while reading part of a checkpoint into one line naming the folder."""
+
+    def __init__(self, folder, what: str):
+        self.folder, self.what = folder, what
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if error is None or isinstance(error, CheckpointError):
+            return False
+        if isinstance(error, (OSError, EOFError, RuntimeError, ValueError, KeyError)):
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else kind.__name__
+            raise CheckpointError(
+                f"{self.folder}: the {self.what} cannot be loaded: {first_line}"
+            ) from None
+        return False
