@@ -280,3 +280,25 @@ def tiny_recipe(
         data=DataConfig(train=[source], image_folder=str(data["images"]), **(data_fields or {})),
         train=TrainConfig(**fields),
     )
+
+
+def tiny_stage2_recipe(
+    model_config, data: dict[str, Path], init_from: Path, out: Path, batch: int = 4, **train_fields
+):
+    """Stage 2 from a stage-1 checkpoint (the model comes from it): 4 steps, a checkpoint every
+    2, as the distributed and resume tests compare runs."""
+    import dataclasses
+
+    recipe = tiny_recipe(
+        model_config,
+        data,
+        out,
+        "instruct",
+        max_steps=4,
+        save_steps=2,
+        per_device_batch_size=batch,
+        init_from=str(init_from),
+        **train_fields,
+    )
+    recipe.model = dataclasses.replace(recipe.model, vision_tower="", language_model="")
+    return recipe

@@ -10,7 +10,6 @@ module's local parameters.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 import os
@@ -30,22 +29,6 @@ from llavakit.model.io import CheckpointError, build_model
 from llavakit.train.run import train, training_arguments
 from llavakit.train.stages import apply_stage
 from llavakit.train.trainer import LlavaTrainer
-
-
-def stage2(tiny_model_config, tiny_data, init_from, out: Path, batch: int, **fields):
-    recipe = tiny.tiny_recipe(
-        tiny_model_config,
-        tiny_data,
-        out,
-        "instruct",
-        max_steps=4,
-        save_steps=2,
-        per_device_batch_size=batch,
-        init_from=str(init_from),
-        **fields,
-    )
-    recipe.model = dataclasses.replace(recipe.model, vision_tower="", language_model="")
-    return recipe
 
 
 def torchrun(recipe, port: int) -> Path:
@@ -78,12 +61,19 @@ def fsdp_shards_consolidated(folder: Path, like: dict) -> dict:
     return state["model"]
 
 
-def test_fsdp2_two_processes(tmp_path, tiny_model_config, tiny_data, tiny_checkpoint):
-    def recipe(name, batch, **fields):
-        return stage2(
+@pytest.fixture
+def recipe(tmp_path, tiny_model_config, tiny_data, tiny_checkpoint):
+    """recipe(name, batch, **train fields): stage 2 from the tiny checkpoint into tmp_path/name."""
+
+    def make(name: str, batch: int, **fields):
+        return tiny.tiny_stage2_recipe(
             tiny_model_config, tiny_data, tiny_checkpoint, tmp_path / name, batch, **fields
         )
 
+    return make
+
+
+def test_fsdp2_two_processes(tmp_path, recipe):
     single = train(recipe("single", 8))
     straight = torchrun(recipe("fsdp", 4, fsdp_config="fsdp.json"), port=29561)
     one, two = losses(single), losses(straight)
@@ -120,12 +110,7 @@ def test_fsdp2_two_processes(tmp_path, tiny_model_config, tiny_data, tiny_checkp
 
 
 @pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="DeepSpeed not installed")
-def test_zero3_two_processes(tmp_path, tiny_model_config, tiny_data, tiny_checkpoint):
-    def recipe(name, batch, **fields):
-        return stage2(
-            tiny_model_config, tiny_data, tiny_checkpoint, tmp_path / name, batch, **fields
-        )
-
+def test_zero3_two_processes(tmp_path, recipe):
     single = train(recipe("single", 8))
     zero3 = torchrun(recipe("zero3", 4, deepspeed="zero3.json"), port=29564)
     for a, b in zip(losses(single), losses(zero3)):

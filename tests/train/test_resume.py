@@ -4,7 +4,6 @@ Unmerged LoRA checkpoints load, merge (`llavakit merge-lora`) and export."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -21,22 +20,6 @@ from llavakit.config import LoraSettings
 from llavakit.model.lora import has_lora
 from llavakit.processor import collate_samples
 from llavakit.train.run import train
-
-
-def stage2(tiny_model_config, tiny_data, init_from, out: Path, **fields):
-    recipe = tiny.tiny_recipe(
-        tiny_model_config,
-        tiny_data,
-        out,
-        "instruct",
-        max_steps=4,
-        save_steps=2,
-        per_device_batch_size=4,
-        init_from=str(init_from),
-        **fields,
-    )
-    recipe.model = dataclasses.replace(recipe.model, vision_tower="", language_model="")
-    return recipe
 
 
 def losses(folder: Path) -> list[tuple[int, float]]:
@@ -84,10 +67,15 @@ def test_kill_during_save_resumes_stage2(
     if mode == "lora":
         fields = dict(lora=LoraSettings(r=4, alpha=8, dropout=0.0, merge_on_save=False))
     straight = train(
-        stage2(tiny_model_config, tiny_data, tiny_checkpoint, tmp_path / "a", **fields)
+        tiny.tiny_stage2_recipe(
+            tiny_model_config, tiny_data, tiny_checkpoint, tmp_path / "a", **fields
+        )
     )
     resumed = killed_then_resumed(
-        stage2(tiny_model_config, tiny_data, tiny_checkpoint, tmp_path / "b", **fields), caplog
+        tiny.tiny_stage2_recipe(
+            tiny_model_config, tiny_data, tiny_checkpoint, tmp_path / "b", **fields
+        ),
+        caplog,
     )
     assert [s for s, _ in losses(resumed)] == [1, 2, 3, 4]
     for (_, x), (_, y) in zip(losses(straight), losses(resumed)):
