@@ -270,6 +270,14 @@ class Engine:
         return cls(model, processor, max_batch_size=max_batch_size)
 
     @property
+    def context_length(self) -> int:
+        """Most tokens a prompt and its answer may fill together: the model's `max_length`, or
+        the language model's position limit when that is smaller."""
+        positions = getattr(self.model.language_model.config, "max_position_embeddings", None)
+        length = self.processor.model_config.max_length
+        return min(length, positions) if positions else length
+
+    @property
     def model_name(self) -> str:
         return Path(self.model.config.language_model).parent.name or "llavakit"
 

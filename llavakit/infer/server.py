@@ -149,7 +149,7 @@ def create_app(engine: Engine, config: ServerConfig) -> FastAPI:
     metrics = ServerMetrics()
     gate = AdmissionGate(config.max_concurrent)
     policy = config.image_policy()
-    budget = RequestBudget.for_model(engine.processor, config.max_images, config.max_image_bytes)
+    budget = RequestBudget.for_engine(engine, config.max_images, config.max_image_bytes)
 
     async def lifespan(_app: FastAPI):
         yield
@@ -336,7 +336,7 @@ def prepare(call: ChatCall, engine: Engine, policy: ImagePolicy) -> EngineReques
         sample = engine.processor.encode(call.messages, images, add_generation_prompt=True)
     except ValueError as error:
         raise ApiError(400, str(error), param="messages") from None
-    context = engine.processor.model_config.max_length
+    context = engine.context_length
     room = context - len(sample.input_ids)
     if sample.truncated or room < 1:
         raise ApiError(

@@ -1,6 +1,6 @@
 """What one request may cost the server, sized for the served model's context.
 
-A prompt can never hold more than the model's context of tokens (`model.max_length`), and no
+A prompt can never hold more than the model's context of tokens (`Engine.context_length`), and no
 token of the tokenizer covers more characters than its longest vocabulary entry. So a request
 whose text has more than `context x longest token` characters cannot fit, and is refused
 without being tokenised; any request that is tokenised has at most that much text. Images are
@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from llavakit.infer.engine import Engine
 from llavakit.infer.server_protocol import ApiError
 
 JSON_BYTES_PER_CHAR = 12
@@ -34,7 +35,7 @@ class RequestBudget:
     """The most text, images and bytes one request may bring."""
 
     context_tokens: int
-    """The model's context: the longest prompt plus answer it is run with (`max_length`)."""
+    """The model's context: the longest prompt plus answer it is run with."""
     chars_per_token: int
     """The most characters one token can cover: the tokenizer's longest vocabulary entry."""
     tokens_per_image: int
@@ -44,10 +45,9 @@ class RequestBudget:
     max_image_bytes: int
 
     @classmethod
-    def for_model(
-        cls, processor, max_images: int, max_image_bytes: int
-    ) -> RequestBudget:  # processor: llavakit.processor.LlavaProcessor
-        context = processor.model_config.max_length
+    def for_engine(cls, engine: Engine, max_images: int, max_image_bytes: int) -> RequestBudget:
+        processor = engine.processor
+        context = engine.context_length
         vocabulary = processor.tokenizer.get_vocab()
         longest = max(len(token) for token in vocabulary)
         per_image = processor.geometry.features_per_crop

@@ -150,3 +150,14 @@ def test_penalties_are_checked_and_split_batches(engine):
     before = len(engine.batch_sizes)
     engine.generate(requests)
     assert engine.batch_sizes[before:] == [1, 1]
+
+
+def test_context_length_is_the_smaller_of_max_length_and_positions(engine):
+    config = engine.model.language_model.config
+    positions = config.max_position_embeddings
+    assert engine.context_length == engine.processor.model_config.max_length == 128 < positions
+    try:
+        config.max_position_embeddings = 100
+        assert engine.context_length == 100
+    finally:
+        config.max_position_embeddings = positions

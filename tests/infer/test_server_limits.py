@@ -24,8 +24,8 @@ MiB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def processor(tiny_checkpoint):
-    return Engine.load(tiny_checkpoint, device="cpu").processor
+def engine(tiny_checkpoint):
+    return Engine.load(tiny_checkpoint, device="cpu")
 
 
 def memory_mib(pid: int) -> dict[str, float]:
@@ -38,10 +38,12 @@ def memory_mib(pid: int) -> dict[str, float]:
     return fields
 
 
-def test_budget_is_sized_for_the_context(processor):
-    budget = RequestBudget.for_model(processor, max_images=100, max_image_bytes=1000)
+def test_budget_is_sized_for_the_context(engine):
+    processor = engine.processor
+    budget = RequestBudget.for_engine(engine, max_images=100, max_image_bytes=1000)
     longest = max(len(token) for token in processor.tokenizer.get_vocab())
-    assert budget.context_tokens == processor.model_config.max_length == 128
+    assert budget.context_tokens == engine.context_length == processor.model_config.max_length
+    assert budget.context_tokens == 128  # the tiny Llama has 512 positions
     assert budget.chars_per_token == longest
     assert budget.tokens_per_image == 16
     assert budget.max_images == 128 // 16  # 100 allowed, 8 can fit
@@ -52,8 +54,8 @@ def test_budget_is_sized_for_the_context(processor):
     assert tokens >= len(text) / budget.chars_per_token
 
 
-def test_budget_refuses_what_cannot_fit_before_tokenising(processor):
-    budget = RequestBudget.for_model(processor, max_images=8, max_image_bytes=1000)
+def test_budget_refuses_what_cannot_fit_before_tokenising(engine):
+    budget = RequestBudget.for_engine(engine, max_images=8, max_image_bytes=1000)
     room_for_an_image = budget.max_text_chars - 16 * budget.chars_per_token
     text = [{"role": "user", "content": "x" * room_for_an_image}]
     budget.check(text, n_images=1)  # at least 112 + 16 tokens: it may fit, so it is tokenised
