@@ -150,6 +150,14 @@ def create_app(engine: Engine, config: ServerConfig) -> FastAPI:
     gate = AdmissionGate(config.max_concurrent)
     policy = config.image_policy()
     budget = RequestBudget.for_engine(engine, config.max_images, config.max_image_bytes)
+    log.info(
+        "request budget: a context of %d tokens, at most %d characters of text, %d images, "
+        "%d bytes of body",
+        budget.context_tokens,
+        budget.max_text_chars,
+        budget.max_images,
+        budget.max_body_bytes,
+    )
 
     async def lifespan(_app: FastAPI):
         yield
@@ -158,7 +166,6 @@ def create_app(engine: Engine, config: ServerConfig) -> FastAPI:
     app = FastAPI(title="llavakit", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.scheduler = scheduler
     app.state.metrics = metrics
-    app.state.budget = budget
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
