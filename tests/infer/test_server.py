@@ -220,23 +220,28 @@ def test_any_model_name_is_answered_by_a_single_model_server(client):
 
 
 def test_penalties_reach_the_model(client, engine):
-    messages = image_message("What is in the image?", colour_image(1))
+    plain = greedy(engine, "What is in the image?", colour_image(1), 20)
+    # Discourage repeats if the random tiny model repeats itself, else encourage them: either
+    # way the answer must change if the penalties reach the model.
+    repeats = len(set(plain.token_ids)) < len(plain.token_ids)
+    presence, frequency = (1.5, 0.5) if repeats else (-2.0, -1.0)
     penalised = client.chat.completions.create(
         model="tiny-llava",
-        messages=messages,
+        messages=image_message("What is in the image?", colour_image(1)),
         max_tokens=20,
         temperature=0,
-        presence_penalty=1.5,
-        frequency_penalty=0.5,
+        presence_penalty=presence,
+        frequency_penalty=frequency,
     )
     expected = engine.complete(
         Request(
             [{"role": "user", "content": "<image>\nWhat is in the image?"}],
             [colour_image(1)],
-            SamplingParams(max_new_tokens=20, presence_penalty=1.5, frequency_penalty=0.5),
+            SamplingParams(
+                max_new_tokens=20, presence_penalty=presence, frequency_penalty=frequency
+            ),
         )
     )
-    plain = greedy(engine, "What is in the image?", colour_image(1), 20)
     assert penalised.choices[0].message.content == expected.text != plain.text
 
 
