@@ -1,5 +1,6 @@
-"""Conversation templates: the prompt strings LLaVA-family checkpoints were trained with, and
-the token ids + labels that train only the assistant's replies.
+"""Conversations rendered with a template (the registry is `llavakit.conversation_templates`)
+into the prompt strings LLaVA-family checkpoints were trained with, and the token ids + labels
+that train only the assistant's replies.
 
 Labels are built by construction. Rendering records the character span of every trained piece
 (an answer plus its end-of-turn separator) while it assembles the prompt; the whole prompt is
@@ -25,6 +26,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from llavakit.conversation_templates import Template, get_template
+from llavakit.conversation_templates import template_names as template_names
+
 IMAGE_TOKEN = "<image>"
 """Placeholder for one image; the processor later expands it into the image's feature slots."""
 
@@ -40,39 +44,6 @@ class ConversationError(ValueError):
 
 
 @dataclass(frozen=True)
-class Template:
-    """How one model family lays out a chat.
-
-    A conversation renders as `system_format`, then per exchange the untrained prompt part
-    (`prompt_format`, which ends with the assistant prefix) and the trained answer part
-    (`answer_format`, which ends with the end-of-turn separator), exchanges joined by
-    `exchange_separator`. Placeholders `{system}`, `{user}`, `{answer}` are replaced literally
-    (never through `str.format`, so braces in user text are safe).
-    """
-
-    name: str
-    """Canonical registry name (saved in checkpoints so a model reloads with its template)."""
-    system: str
-    """Default system message, used when the conversation brings none."""
-    stop_str: str | None
-    """Text whose appearance ends generation; None: stop at the tokenizer's EOS token."""
-    system_format: str = ""
-    """Rendered once at the very start; `{system}` is the system message."""
-    first_user_system_format: str = ""
-    """Llama-2 style: prepended to the first user message instead of a separate system block."""
-    prompt_format: str = ""
-    """User turn plus assistant prefix (untrained); the generation prompt ends with it."""
-    answer_format: str = ""
-    """Assistant reply plus end-of-turn separator (trained)."""
-    exchange_separator: str = ""
-    """Untrained text between one exchange's answer and the next exchange's prompt."""
-    drops_instruction: bool = False
-    """LLaVA stage-1 `plain`: the user's words are dropped, only its image placeholders stay."""
-    uses_chat_template: bool = False
-    """Render with the tokenizer's own Jinja `chat_template` instead of the fields above."""
-
-
-@dataclass(frozen=True)
 class Encoded:
     """One tokenised conversation."""
 
@@ -81,84 +52,6 @@ class Encoded:
     labels: list[int]
     """Same length as input_ids: the token id where trained, IGNORE_INDEX elsewhere."""
 
-
-_SYSTEM_USER = (
-    "A chat between a curious user and an artificial intelligence assistant. The assistant "
-    "gives helpful, detailed, and polite answers to the user's questions."
-)
-_SYSTEM_HUMAN = (
-    "A chat between a curious human and an artificial intelligence assistant. The assistant "
-    "gives helpful, detailed, and polite answers to the human's questions."
-)
-_SYSTEM_LLAMA_2 = (
-    "You are a helpful language and vision assistant. You are able to understand the visual "
-    "content that the user provides, and assist the user with a variety of tasks using "
-    "natural language."
-)
-_LLAMA_2_SYSTEM_WRAP = "<<SYS>>\n{system}\n<</SYS>>\n\n"
-
-_TEMPLATES = (
-    Template(
-        name="vicuna_v1",
-        system=_SYSTEM_USER,
-        stop_str="</s>",
-        system_format="{system} ",
-        prompt_format="USER: {user} ASSISTANT:",
-        answer_format=" {answer}</s>",
-    ),
-    Template(
-        name="llava_v1",
-        system=_SYSTEM_HUMAN,
-        stop_str="</s>",
-        system_format="{system} ",
-        prompt_format="USER: {user} ASSISTANT:",
-        answer_format=" {answer}</s>",
-    ),
-    Template(
-        name="llava_v0",
-        system=_SYSTEM_HUMAN,
-        stop_str="###",
-        system_format="{system}###",
-        prompt_format="Human: {user}###Assistant:",
-        answer_format=" {answer}###",
-    ),
-    Template(
-        name="llava_llama_2",
-        system=_SYSTEM_LLAMA_2,
-        stop_str="</s>",
-        first_user_system_format=_LLAMA_2_SYSTEM_WRAP,
-        prompt_format="[INST] {user} [/INST]",
-        answer_format=" {answer} </s>",
-        exchange_separator="<s>",
-    ),
-    Template(
-        name="mistral_instruct",
-        system="",
-        stop_str="</s>",
-        first_user_system_format=_LLAMA_2_SYSTEM_WRAP,
-        prompt_format="[INST] {user} [/INST]",
-        answer_format=" {answer} </s>",
-    ),
-    Template(
-        name="chatml_direct",
-        system="Answer the questions.",
-        stop_str="<|im_end|>",
-        system_format="<|im_start|>system\n{system}<|im_end|>",
-        prompt_format="<|im_start|>user\n{user}<|im_end|><|im_start|>assistant\n",
-        answer_format="{answer}<|im_end|>",
-    ),
-    Template(
-        name="plain",
-        system="",
-        stop_str="\n",
-        prompt_format="{user}",
-        answer_format="{answer}\n",
-        drops_instruction=True,
-    ),
-    Template(name="tokenizer", system="", stop_str=None, uses_chat_template=True),
-)
-_REGISTRY = MappingProxyType({template.name: template for template in _TEMPLATES})
-_ALIASES = MappingProxyType({"v1": "vicuna_v1"})
 
 _LLAVA_ROLES = MappingProxyType(
     {
@@ -169,21 +62,6 @@ _LLAVA_ROLES = MappingProxyType(
         "system": "system",
     }
 )
-
-
-def template_names() -> list[str]:
-    """Every name get_template accepts: canonical names in registry order, then aliases."""
-    return [*_REGISTRY, *_ALIASES]
-
-
-def get_template(name: str) -> Template:
-    """Look a template up by name or alias."""
-    canonical = _ALIASES.get(name, name)
-    if canonical not in _REGISTRY:
-        raise ValueError(
-            f"unknown conversation template {name!r}; known: {', '.join(template_names())}"
-        )
-    return _REGISTRY[canonical]
 
 
 def messages_from_llava(conversations: list[dict]) -> list[dict]:
@@ -288,7 +166,7 @@ def render_text(
     """
     template = get_template(template) if isinstance(template, str) else template
     check_messages(messages, add_generation_prompt)
-    messages = _with_image_in_front(messages)
+    messages = _with_image_in_front(template, messages)
     if template.uses_chat_template:
         return _render_with_chat_template(tokenizer, messages, add_generation_prompt)
     return _render_builtin(template, messages)
@@ -381,11 +259,18 @@ def _decode_run(tokenizer: Any, ids: list[int], start: int, end: int) -> str:
     return decode(ids[start:end])  # a multi-byte character split across the run boundary
 
 
-def _with_image_in_front(messages: Sequence[dict]) -> list[dict]:
-    """Copies of the messages with the first user turn's image placeholder moved to the front."""
+def _with_image_in_front(template: Template, messages: Sequence[dict]) -> list[dict]:
+    """Copies of the messages with the first user turn's image placeholder moved to the front,
+    and every user image placeholder wrapped as the template writes it (mmtag: `<Image>…</Image>`).
+    """
     copies = [dict(message) for message in messages]
     first_user = next(message for message in copies if message["role"] == "user")
     first_user["content"] = move_image_to_front(first_user["content"])
+    if template.image_prefix or template.image_suffix:
+        markup = template.image_prefix + IMAGE_TOKEN + template.image_suffix
+        for message in copies:
+            if message["role"] == "user":
+                message["content"] = message["content"].replace(IMAGE_TOKEN, markup)
     return copies
 
 

@@ -40,7 +40,47 @@ SYSTEM_LLAMA_2 = (
     " content that the user provides, and assist the user with a variety of tasks using natural"
     " language."
 )
+SYSTEM_LLAMA_2_CHAT = (
+    "You are a helpful, respectful and honest assistant. Always answer as helpfully as possible,"
+    " while being safe.  Your answers should not include any harmful, unethical, racist, sexist,"
+    " toxic, dangerous, or illegal content. Please ensure that your responses are socially"
+    " unbiased and positive in nature.\n\nIf a question does not make any sense, or is not"
+    " factually coherent, explain why instead of answering something not correct. If you don't"
+    " know the answer to a question, please don't share false information."
+)
+SYSTEM_MMTAG = (
+    "A chat between a curious user and an artificial intelligence assistant. The assistant is"
+    " able to understand the visual content that the user provides, and assist the user with a"
+    " variety of tasks using natural language.The visual content will be provided with the"
+    " following format: <Image>visual content</Image>."
+)
+SYSTEM_MPT = (
+    "A conversation between a user and an LLM-based AI assistant. The assistant gives helpful"
+    " and honest answers."
+)
+# Vicuna v0's built-in example exchange (official `conv_vicuna_v0.messages`).
+V0_EXAMPLE = (
+    "###Human: What are the key differences between renewable and non-renewable energy sources?"
+    "###Assistant: Renewable energy sources are those that can be replenished naturally in a"
+    " relatively short amount of time, such as solar, wind, hydro, geothermal, and biomass."
+    " Non-renewable energy sources, on the other hand, are finite and will eventually be"
+    " depleted, such as coal, oil, and natural gas. Here are some key differences between"
+    " renewable and non-renewable energy sources:\n1. Availability: Renewable energy sources"
+    " are virtually inexhaustible, while non-renewable energy sources are finite and will"
+    " eventually run out.\n2. Environmental impact: Renewable energy sources have a much lower"
+    " environmental impact than non-renewable sources, which can lead to air and water"
+    " pollution, greenhouse gas emissions, and other negative effects.\n3. Cost: Renewable"
+    " energy sources can be more expensive to initially set up, but they typically have lower"
+    " operational costs than non-renewable sources.\n4. Reliability: Renewable energy sources"
+    " are often more reliable and can be used in more remote locations than non-renewable"
+    " sources.\n5. Flexibility: Renewable energy sources are often more flexible and can be"
+    " adapted to different situations and needs, while non-renewable sources are more rigid and"
+    " inflexible.\n6. Sustainability: Renewable energy sources are more sustainable over the"
+    " long term, while non-renewable sources are not, and their depletion can lead to economic"
+    " and social instability.\n###"
+)
 Q1 = "<image>\nWhat are the colors of the bus?"
+Q1_MMTAG = "<Image><image></Image>\nWhat are the colors of the bus?"
 Q2 = "What feature can be seen on the back?"
 
 # (full rendering of RECORD, generation prompt for its first three turns, trained pieces)
@@ -88,7 +128,51 @@ REFERENCE = {
         "<|im_end|><|im_start|>assistant\n",
         ["The bus is white and red.<|im_end|>", "An advertisement.<|im_end|>"],
     ),
+    "v1_mmtag": (
+        SYSTEM_MMTAG + " USER: " + Q1_MMTAG + " ASSISTANT: The bus is white and red.</s>"
+        "USER: " + Q2 + " ASSISTANT: An advertisement.</s>",
+        SYSTEM_MMTAG + " USER: " + Q1_MMTAG + " ASSISTANT: The bus is white and red.</s>"
+        "USER: " + Q2 + " ASSISTANT:",
+        [" The bus is white and red.</s>", " An advertisement.</s>"],
+    ),
+    "v0_mmtag": (
+        SYSTEM_MMTAG + "###Human: " + Q1_MMTAG + "###Assistant: The bus is white and red.###"
+        "Human: " + Q2 + "###Assistant: An advertisement.###",
+        SYSTEM_MMTAG + "###Human: " + Q1_MMTAG + "###Assistant: The bus is white and red.###"
+        "Human: " + Q2 + "###Assistant:",
+        [" The bus is white and red.###", " An advertisement.###"],
+    ),
+    "v0": (
+        SYSTEM_HUMAN + V0_EXAMPLE + "Human: " + Q1 + "###Assistant: The bus is white and red.###"
+        "Human: " + Q2 + "###Assistant: An advertisement.###",
+        SYSTEM_HUMAN + V0_EXAMPLE + "Human: " + Q1 + "###Assistant: The bus is white and red.###"
+        "Human: " + Q2 + "###Assistant:",
+        [" The bus is white and red.###", " An advertisement.###"],
+    ),
+    "llama_2": (
+        "[INST] <<SYS>>\n" + SYSTEM_LLAMA_2_CHAT + "\n<</SYS>>\n\n" + Q1 + " [/INST] The bus is"
+        " white and red. </s><s>[INST] " + Q2 + " [/INST] An advertisement. </s>",
+        "[INST] <<SYS>>\n" + SYSTEM_LLAMA_2_CHAT + "\n<</SYS>>\n\n" + Q1 + " [/INST] The bus is"
+        " white and red. </s><s>[INST] " + Q2 + " [/INST]",
+        [" The bus is white and red. </s>", " An advertisement. </s>"],
+    ),
+    "mpt": (
+        "<|im_start|>system\n" + SYSTEM_MPT + "<|im_end|><|im_start|>user\n" + Q1 + "<|im_end|>"
+        "<|im_start|>assistant\nThe bus is white and red.<|im_end|><|im_start|>user\n" + Q2 + ""
+        "<|im_end|><|im_start|>assistant\nAn advertisement.<|im_end|>",
+        "<|im_start|>system\n" + SYSTEM_MPT + "<|im_end|><|im_start|>user\n" + Q1 + "<|im_end|>"
+        "<|im_start|>assistant\nThe bus is white and red.<|im_end|><|im_start|>user\n" + Q2 + ""
+        "<|im_end|><|im_start|>assistant\n",
+        ["The bus is white and red.<|im_end|>", "An advertisement.<|im_end|>"],
+    ),
 }
+ALIASES = {
+    "v1": "vicuna_v1",
+    "default": "v0",
+    "mistral_direct": "chatml_direct",
+    "v0_plain": "plain",
+}
+"""The official registry's other names for the same formats."""
 PLAIN_REFERENCE = ("<image>The bus is white and red.\n", "<image>", ["The bus is white and red.\n"])
 BUILTIN = [*REFERENCE, "plain"]
 
@@ -119,11 +203,11 @@ def record_for(name):
     return CAPTION_RECORD if name == "plain" else RECORD
 
 
-def llama_like_tokenizer(split_punctuation=True):
+def llama_like_tokenizer(split_punctuation=True, corpus=CORPUS):
     """SentencePiece-style BPE (▁ for spaces) whose post-processor prepends <s>, like Llama.
 
     Like Llama's vocabulary, no piece mixes letters with punctuation or newlines unless
-    `split_punctuation` is off (then this tiny corpus teaches merges such as "\nThe").
+    `split_punctuation` is off (then a small corpus teaches merges such as "\nThe").
     """
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
     metaspace = pre_tokenizers.Metaspace(prepend_scheme="first")
@@ -141,7 +225,7 @@ def llama_like_tokenizer(split_punctuation=True):
     tokenizer.decoder = decoders.Metaspace(prepend_scheme="first")
     specials = ["<unk>", "<s>", "</s>", "<image>"]
     tokenizer.train_from_iterator(
-        CORPUS, trainers.BpeTrainer(vocab_size=400, special_tokens=specials, show_progress=False)
+        corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=specials, show_progress=False)
     )
     tokenizer.post_processor = processors.TemplateProcessing(
         single="<s> $A", special_tokens=[("<s>", tokenizer.token_to_id("<s>"))]
@@ -248,6 +332,34 @@ def test_plain_keeps_only_the_image_and_needs_one_captioned_image():
         render_text("plain", [{"role": "system", "content": "Be brief."}, *no_image])
 
 
+def test_every_official_registry_name_is_accepted():
+    """The names of the official `conv_templates` (llava/conversation.py), all of them."""
+    official = {
+        "default", "v0", "v1", "vicuna_v1", "llama_2", "mistral_instruct", "chatml_direct",
+        "mistral_direct", "plain", "v0_plain", "llava_v0", "v0_mmtag", "llava_v1", "v1_mmtag",
+        "llava_llama_2", "mpt",
+    }  # fmt: skip
+    assert official <= set(template_names())
+
+
+def test_mmtag_wraps_every_user_image_and_only_those():
+    messages = [
+        {"role": "user", "content": "Compare <image> with <image>."},
+        {"role": "assistant", "content": "The <image> tag is not an image here."},
+    ]
+    text, spans = render_text("v1_mmtag", messages)
+    assert "USER: Compare <Image><image></Image> with <Image><image></Image>. ASSISTANT:" in text
+    # Two images: nothing moves; the answer is trained as written.
+    assert text[spans[0][0] : spans[0][1]] == " The <image> tag is not an image here.</s>"
+
+
+def test_v0_example_exchange_is_never_trained(tokenizers):
+    tokenizer = tokenizers["llama_like"]
+    encoded = encode(tokenizer, "default", messages_from_llava(RECORD))
+    trained = tokenizer.decode([t for t in encoded.labels if t != IGNORE_INDEX])
+    assert "Renewable" not in trained and "white and red" in trained
+
+
 def test_system_message_replaces_the_default():
     messages = [
         {"role": "system", "content": "Be brief."},
@@ -277,7 +389,12 @@ def test_stop_strings():
         "llava_llama_2": "</s>",
         "mistral_instruct": "</s>",
         "llava_v0": "###",
+        "v0": "###",
+        "v0_mmtag": "###",
+        "v1_mmtag": "</s>",
+        "llama_2": "</s>",
         "chatml_direct": "<|im_end|>",
+        "mpt": "<|im_end|>",
         "plain": "\n",
         "tokenizer": None,
     }
@@ -285,8 +402,9 @@ def test_stop_strings():
 
 
 def test_unknown_template_names_the_known_ones():
-    assert get_template("v1") is get_template("vicuna_v1")
-    assert set(template_names()) >= {*BUILTIN, "tokenizer", "v1"}
+    for alias, canonical in ALIASES.items():
+        assert get_template(alias) is get_template(canonical)
+    assert set(template_names()) >= {*BUILTIN, *ALIASES, "tokenizer"}
     with pytest.raises(ValueError, match=r"unknown conversation template 'vicuna_v9'; known: "):
         get_template("vicuna_v9")
     with pytest.raises(ValueError, match="chatml_direct"):
@@ -476,7 +594,8 @@ def test_bos_written_by_the_chat_template_is_not_doubled():
 
 
 def test_token_running_from_prompt_into_answer_is_refused():
-    merging = llama_like_tokenizer(split_punctuation=False)
+    chatml = [REFERENCE[name][0] for name in ("chatml_direct", "mpt")]
+    merging = llama_like_tokenizer(split_punctuation=False, corpus=chatml * 2)
     pattern = r"token '.*assistant\\nThe' \(characters \d+-\d+\) runs from the prompt into"
     with pytest.raises(ConversationError, match=pattern):
         encode(merging, "chatml_direct", messages_from_llava(RECORD))

@@ -135,7 +135,12 @@ def _add_llava(subparsers: argparse._SubParsersAction) -> None:
         help="comma-separated: conversation,detail,complex (default: all three)",
     )
     parser.add_argument("--n", type=int, help="use only the first N images")
-    parser.add_argument("--prompts", type=Path, help="folder replacing the built-in prompts")
+    parser.add_argument(
+        "--prompts",
+        type=Path,
+        help="folder replacing the built-in prompts: llavakit's layout or the official LLaVA "
+        "playground/data/prompts folder as it is",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the question draws")
     parser.add_argument(
         "--missing-images",

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from llavakit.cli import CommandError
+from llavakit.infer import defaults
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,6 +39,16 @@ def _add_engine_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--device-map", help="split the model across GPUs with accelerate (e.g. auto)"
+    )
+
+
+def _add_max_image_pixels(parser: argparse.ArgumentParser) -> None:
+    """The one pixel limit: `serve` and `web` refuse the same images."""
+    parser.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=defaults.MAX_IMAGE_PIXELS,
+        help="width x height, per image, checked before decoding (default: %(default)s)",
     )
 
 
@@ -114,7 +125,13 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
         help="require 'Authorization: Bearer KEY' (default: $LLAVAKIT_API_KEY, else none)",
     )
     parser.add_argument(
-        "--served-model-name", help="model id clients use (default: the checkpoint folder name)"
+        "--served-model-name",
+        help="model id listed and answered with (default: the checkpoint folder name)",
+    )
+    parser.add_argument(
+        "--strict-model-name",
+        action="store_true",
+        help="answer 404 to requests naming another model (default: answer any name)",
     )
     parser.add_argument("--max-batch-size", type=int, default=16, help="requests per batch")
     parser.add_argument(
@@ -133,14 +150,30 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
         "--max-concurrent", type=int, default=64, help="requests in flight before answering 429"
     )
     parser.add_argument(
-        "--max-image-bytes", type=int, default=20 * 1024 * 1024, help="per image (default: 20 MiB)"
+        "--retry-after",
+        type=int,
+        default=defaults.RETRY_AFTER_S,
+        help="seconds a refused client is told to wait (Retry-After on 429)",
     )
     parser.add_argument(
-        "--max-image-pixels", type=int, default=40_000_000, help="width x height, per image"
+        "--max-image-bytes",
+        type=int,
+        default=defaults.MAX_IMAGE_BYTES,
+        help="per image (default: %(default)s)",
     )
-    parser.add_argument("--max-images", type=int, default=8, help="images per request")
+    _add_max_image_pixels(parser)
     parser.add_argument(
-        "--max-tokens", type=int, default=1024, help="largest (and default) max_tokens per request"
+        "--max-images",
+        type=int,
+        default=8,
+        help="images per request (fewer when the model's context cannot hold them)",
+    )
+    parser.add_argument(
+        "--max-tokens",
+        type=int,
+        default=1024,
+        help="most tokens per answer, and the default; requests asking for more get this many "
+        "and finish_reason 'length'",
     )
     parser.add_argument(
         "--allow-local-files",
@@ -162,7 +195,7 @@ def _serve(args: argparse.Namespace) -> int:
     if not args.checkpoint.is_dir():
         raise CommandError(f"checkpoint folder {args.checkpoint} does not exist")
     positive = ("max_batch_size", "max_concurrent", "max_image_bytes", "max_image_pixels")
-    for name in (*positive, "max_images", "max_tokens"):
+    for name in (*positive, "max_images", "max_tokens", "retry_after"):
         if getattr(args, name) < 1:
             raise CommandError(f"--{name.replace('_', '-')} must be >= 1")
     config = ServerConfig(
@@ -170,6 +203,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         api_key=args.api_key or None,
         model_name=args.served_model_name or args.checkpoint.resolve().name,
+        strict_model_name=args.strict_model_name,
         max_batch_size=args.max_batch_size,
         batch_window_ms=args.batch_window_ms,
         batch_max_wait_ms=max(args.batch_max_wait_ms, args.batch_window_ms),
@@ -178,6 +212,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_image_pixels=args.max_image_pixels,
         max_images=args.max_images,
         max_tokens=args.max_tokens,
+        retry_after_s=args.retry_after,
         allow_local_files=args.allow_local_files,
         allow_remote_urls=args.allow_remote_urls,
     )
@@ -215,6 +250,7 @@ def _add_web(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", help="model id at --server-url (default: its first model)")
     parser.add_argument("--host", default="127.0.0.1", help="address the UI listens on")
     parser.add_argument("--port", type=int, default=7860)
+    _add_max_image_pixels(parser)
     _add_engine_args(parser)
     parser.set_defaults(func=_web)
 
@@ -224,6 +260,8 @@ def _web(args: argparse.Namespace) -> int:
 
     if (args.checkpoint is None) == (args.server_url is None):
         raise CommandError("give either a checkpoint folder or --server-url (exactly one)")
+    if args.max_image_pixels < 1:
+        raise CommandError("--max-image-pixels must be >= 1")
     run_web(
         WebOptions(
             checkpoint=args.checkpoint,
@@ -232,6 +270,7 @@ def _web(args: argparse.Namespace) -> int:
             model=args.model,
             host=args.host,
             port=args.port,
+            max_image_pixels=args.max_image_pixels,
             device=args.device,
             dtype=args.dtype,
             load_in_bits=args.load_in_bits,

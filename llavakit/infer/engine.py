@@ -15,7 +15,13 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+from transformers import (
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 from transformers.generation.streamers import BaseStreamer
 
 from llavakit.conversation import IMAGE_TOKEN
@@ -35,6 +41,10 @@ class SamplingParams:
     top_p: float = 1.0
     top_k: int = 0
     repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    """OpenAI's: subtracted once from the logit of every token the answer already contains."""
+    frequency_penalty: float = 0.0
+    """OpenAI's: subtracted from a token's logit once per time the answer already contains it."""
     stop: tuple[str, ...] = ()
     """Extra stop strings, on top of the template's end of turn."""
     seed: int | None = None
@@ -42,7 +52,15 @@ class SamplingParams:
 
     def batch_key(self) -> tuple:
         """Requests sharing this key can share one generate call."""
-        return (self.temperature, self.top_p, self.top_k, self.repetition_penalty, self.seed)
+        return (
+            self.temperature,
+            self.top_p,
+            self.top_k,
+            self.repetition_penalty,
+            self.presence_penalty,
+            self.frequency_penalty,
+            self.seed,
+        )
 
     def validate(self) -> None:
         if self.max_new_tokens < 1:
@@ -55,6 +73,9 @@ class SamplingParams:
             raise ValueError("top_k must be >= 0")
         if self.repetition_penalty <= 0:
             raise ValueError("repetition_penalty must be > 0")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not -2 <= getattr(self, name) <= 2:
+                raise ValueError(f"{name} must be between -2 and 2")
 
 
 @dataclass
@@ -149,6 +170,32 @@ class _RowText:
         return new
 
 
+class AnswerPenalties(LogitsProcessor):
+    """OpenAI's presence and frequency penalties, over the tokens generated so far.
+
+    `logit[j] -= count[j] * frequency_penalty + (count[j] > 0) * presence_penalty`, where
+    count[j] is how often token j occurs in this row's answer (never its prompt). Applied to the
+    raw logits, before temperature and top-p, as OpenAI documents it; greedy decoding sees it too.
+    """
+
+    def __init__(self, presence_penalty: float, frequency_penalty: float):
+        self.presence = presence_penalty
+        self.frequency = frequency_penalty
+        self.prompt_length: int | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        # input_ids: [B, prompt + generated] (prompt empty when generating from embeddings)
+        if self.prompt_length is None:
+            self.prompt_length = input_ids.shape[1]  # the first call comes before any new token
+        generated = input_ids[:, self.prompt_length :]
+        if generated.shape[1] == 0:
+            return scores
+        counts = torch.zeros_like(scores).scatter_add_(
+            1, generated, torch.ones(generated.shape, dtype=scores.dtype, device=scores.device)
+        )  # [B, V]
+        return scores - counts * self.frequency - (counts > 0).to(scores.dtype) * self.presence
+
+
 class _Rows(StoppingCriteria, BaseStreamer):
     """Receives each step's tokens (as a streamer), tracks rows, and stops finished ones."""
 
@@ -221,6 +268,14 @@ class Engine:
             device_map=device_map,
         )
         return cls(model, processor, max_batch_size=max_batch_size)
+
+    @property
+    def context_length(self) -> int:
+        """Most tokens a prompt and its answer may fill together: the model's `max_length`, or
+        the language model's position limit when that is smaller."""
+        positions = getattr(self.model.language_model.config, "max_position_embeddings", None)
+        length = self.processor.model_config.max_length
+        return min(length, positions) if positions else length
 
     @property
     def model_name(self) -> str:
@@ -327,10 +382,14 @@ class Engine:
             pad_token_id=self.processor.pad_token_id,
             eos_token_id=None,
         )
+        penalties = LogitsProcessorList()
+        if params.presence_penalty or params.frequency_penalty:
+            penalties.append(AnswerPenalties(params.presence_penalty, params.frequency_penalty))
         self.batch_sizes.append(len(requests))
         self.model.generate(
             **inputs,
             generation_config=config,
+            logits_processor=penalties,
             stopping_criteria=StoppingCriteriaList([tracker]),
             streamer=tracker,
         )

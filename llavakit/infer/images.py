@@ -16,6 +16,7 @@ from pathlib import Path
 from PIL import Image
 
 from llavakit.image import ImageLoadError, load_image
+from llavakit.infer.defaults import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 
 
 class ImageSourceError(ValueError):
@@ -28,8 +29,8 @@ class ImagePolicy:
 
     allow_local_files: bool = True
     allow_remote_urls: bool = False
-    max_bytes: int = 20 * 1024 * 1024
-    max_pixels: int = 40_000_000
+    max_bytes: int = MAX_IMAGE_BYTES
+    max_pixels: int = MAX_IMAGE_PIXELS
     timeout_s: float = 10.0
 
 

@@ -13,9 +13,9 @@ Nothing a client names is read from disk or fetched from the network unless the 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import logging
-import math
 import sys
 import time
 from collections import Counter
@@ -28,6 +28,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from llavakit.infer import defaults
 from llavakit.infer.engine import Completion, Engine
 from llavakit.infer.engine import Request as EngineRequest
 from llavakit.infer.images import ImagePolicy, ImageSourceError, resolve_image
@@ -39,6 +40,7 @@ from llavakit.infer.server_batching import (
     Job,
     TextDelta,
 )
+from llavakit.infer.server_limits import RequestBudget
 from llavakit.infer.server_protocol import (
     ApiError,
     ChatCall,
@@ -51,7 +53,6 @@ from llavakit.infer.server_protocol import (
 )
 
 log = logging.getLogger("llavakit.serve")
-_POLICY = ImagePolicy()
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,10 @@ class ServerConfig:
     api_key: str | None = None
     """When set, every /v1 and /metrics request needs `Authorization: Bearer <api_key>`."""
     model_name: str = "llavakit"
-    """The id listed by /v1/models; requests naming another model get 404."""
+    """The id listed by /v1/models and written in every answer."""
+    strict_model_name: bool = False
+    """Answer 404 to requests naming another model; by default a single-model server answers
+    whatever name a client sends (clients and harnesses often hard-code one)."""
     max_batch_size: int = 16
     """Most requests one engine call generates together."""
     batch_window_ms: float = 10.0
@@ -72,12 +76,15 @@ class ServerConfig:
     """...or this long after its first request, whichever comes first."""
     max_concurrent: int = 64
     """Requests admitted at once (queued or generating); more are answered 429."""
-    max_image_bytes: int = _POLICY.max_bytes
-    max_image_pixels: int = _POLICY.max_pixels
+    max_image_bytes: int = defaults.MAX_IMAGE_BYTES
+    max_image_pixels: int = defaults.MAX_IMAGE_PIXELS
     max_images: int = 8
-    """Images one request may carry."""
+    """Images one request may carry (fewer when the model's context cannot hold that many)."""
     max_tokens: int = 1024
-    """Upper bound (and default) for a request's max_tokens."""
+    """Most tokens one answer may have, and the default; a request asking for more gets at most
+    this many (and never more than the context leaves), ending with finish_reason "length"."""
+    retry_after_s: int = defaults.RETRY_AFTER_S
+    """Sent as Retry-After with a 429 for a full queue."""
     allow_local_files: bool = False
     """Let clients name files on the server's disk (file:// URLs); off unless the operator trusts them."""
     allow_remote_urls: bool = False
@@ -90,11 +97,6 @@ class ServerConfig:
             max_bytes=self.max_image_bytes,
             max_pixels=self.max_image_pixels,
         )
-
-    @property
-    def max_body_bytes(self) -> int:
-        """Room for max_images base64 images at the byte limit, plus 1 MiB of text."""
-        return self.max_images * math.ceil(self.max_image_bytes * 4 / 3) + (1 << 20)
 
 
 @dataclass
@@ -127,9 +129,13 @@ class ServerMetrics:
         }
 
 
-def error_response(error: ApiError) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
-    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+def error_response(error: ApiError, retry_after_s: int = defaults.RETRY_AFTER_S) -> JSONResponse:
+    headers = {}
+    if error.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if error.status == 429:
+        headers["Retry-After"] = str(retry_after_s)
+    return JSONResponse(error.body(), status_code=error.status, headers=headers or None)
 
 
 def create_app(engine: Engine, config: ServerConfig) -> FastAPI:
@@ -143,6 +149,15 @@ def create_app(engine: Engine, config: ServerConfig) -> FastAPI:
     metrics = ServerMetrics()
     gate = AdmissionGate(config.max_concurrent)
     policy = config.image_policy()
+    budget = RequestBudget.for_engine(engine, config.max_images, config.max_image_bytes)
+    log.info(
+        "request budget: a context of %d tokens, at most %d characters of text, %d images, "
+        "%d bytes of body",
+        budget.context_tokens,
+        budget.max_text_chars,
+        budget.max_images,
+        budget.max_body_bytes,
+    )
 
     async def lifespan(_app: FastAPI):
         yield
@@ -204,7 +219,7 @@ def create_app(engine: Engine, config: ServerConfig) -> FastAPI:
     async def get_model(model: str, request: Request) -> JSONResponse:
         try:
             authorize(request)
-            if model != config.model_name:
+            if config.strict_model_name and model != config.model_name:
                 raise ApiError(
                     404,
                     f"the model {model!r} does not exist",
@@ -213,7 +228,7 @@ def create_app(engine: Engine, config: ServerConfig) -> FastAPI:
                 )
         except ApiError as error:
             return error_response(error)
-        return JSONResponse(model_card())
+        return JSONResponse(model_card() | {"id": model})
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
@@ -221,7 +236,7 @@ def create_app(engine: Engine, config: ServerConfig) -> FastAPI:
         try:
             response = await handle_chat(request)
         except ApiError as error:
-            response = error_response(error)
+            response = error_response(error, config.retry_after_s)
         except Exception:
             log.exception("unexpected error while answering a chat completion")
             response = error_response(ApiError(500, "internal server error", type="server_error"))
@@ -233,12 +248,11 @@ def create_app(engine: Engine, config: ServerConfig) -> FastAPI:
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind != "application/json":
             raise ApiError(415, f"Content-Type must be application/json, got {kind or 'nothing'!r}")
-        call = parse_chat_request(
-            parse_json_body(await read_body(request, config.max_body_bytes)),
-            config.max_tokens,
-            config.max_images,
-        )
-        if call.model is not None and call.model != config.model_name:
+        body = parse_json_body(await read_body(request, budget.max_body_bytes))
+        call = parse_chat_request(body, config.max_tokens, budget.max_images)
+        del body  # the parsed call holds what is needed; a refused request keeps nothing
+        budget.check(call.messages, len(call.image_urls))
+        if config.strict_model_name and call.model not in (None, config.model_name):
             raise ApiError(
                 404,
                 f"the model {call.model!r} does not exist; this server serves "
@@ -297,22 +311,26 @@ def create_app(engine: Engine, config: ServerConfig) -> FastAPI:
     return app
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it grows past `limit` bytes."""
+async def read_body(request: Request, limit: int) -> bytearray:
+    """The request body, refused with 413 as soon as it grows past `limit` bytes.
+
+    `limit` is the request budget's (text and images the model's context can hold), so a body
+    is never read past what could still be a valid request.
+    """
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"the request body is larger than the {limit}-byte limit")
-    chunks, size = [], 0
+    body = bytearray()
     async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
+        if len(body) + len(chunk) > limit:
             raise ApiError(413, f"the request body is larger than the {limit}-byte limit")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        body += chunk
+    return body
 
 
 def prepare(call: ChatCall, engine: Engine, policy: ImagePolicy) -> EngineRequest:
-    """Decode the images and check the prompt encodes and fits (runs on a worker thread)."""
+    """Decode the images, check the prompt encodes and fits (runs on a worker thread), and
+    lower max_tokens to what the context leaves after the prompt."""
     images = []
     for number, url in enumerate(call.image_urls, start=1):
         try:
@@ -325,15 +343,18 @@ def prepare(call: ChatCall, engine: Engine, policy: ImagePolicy) -> EngineReques
         sample = engine.processor.encode(call.messages, images, add_generation_prompt=True)
     except ValueError as error:
         raise ApiError(400, str(error), param="messages") from None
-    if sample.truncated:
+    context = engine.context_length
+    room = context - len(sample.input_ids)
+    if sample.truncated or room < 1:
         raise ApiError(
             400,
-            f"the prompt is longer than the model's context of "
-            f"{engine.processor.model_config.max_length} tokens",
+            f"the prompt is {len(sample.input_ids)} tokens (images included), which leaves no "
+            f"room for an answer in the model's context of {context} tokens",
             param="messages",
             code="context_length_exceeded",
         )
-    return EngineRequest(call.messages, images, call.params)
+    params = dataclasses.replace(call.params, max_new_tokens=min(call.params.max_new_tokens, room))
+    return EngineRequest(call.messages, images, params)
 
 
 def engine_failure(error: Exception) -> ApiError:

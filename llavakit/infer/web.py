@@ -5,6 +5,10 @@ The page talks to a `ChatBackend`: either the generation engine in this process 
 through the official `openai` client. The conversation lives in the page's session state as plain
 `{"role", "content"}` messages; changing the image starts a new conversation, because the image
 belongs to the first user turn.
+
+Uploads are read by llavakit's own loader, not Gradio's: the page refuses the same images as
+`llavakit serve` (the pixel limit is checked from the header, before decoding), and a file that
+is not an image gets a message that says so instead of Gradio's generic preprocessing error.
 """
 
 from __future__ import annotations
@@ -19,8 +23,11 @@ from typing import Protocol
 
 from PIL import Image
 
+from llavakit.image import ImageLoadError, load_image
+from llavakit.infer import defaults
 from llavakit.infer.chat import ChatSession
 from llavakit.infer.engine import Engine, SamplingParams
+from llavakit.infer.images import ImagePolicy, ImageSourceError, resolve_image
 
 MAX_TOKENS_LIMIT = 2048
 
@@ -38,6 +45,8 @@ class WebOptions:
     """Model id at server_url; default: the first one it lists."""
     host: str = "127.0.0.1"
     port: int = 7860
+    max_image_pixels: int = defaults.MAX_IMAGE_PIXELS
+    """Uploads with a larger canvas are refused (the same limit as `llavakit serve`)."""
     device: str = "auto"
     dtype: str = "auto"
     load_in_bits: int | None = None
@@ -119,10 +128,49 @@ def png_data_url(image: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def build_app(backend: ChatBackend):
+class UploadError(ValueError):
+    """An upload that cannot be used as the conversation's image; the message says why."""
+
+
+def uploaded_image(payload: dict | None, max_pixels: int) -> Image.Image | None:
+    """The image of a raw Gradio upload payload (`{"path", "orig_name", "url", ...}`), or None.
+
+    Read with llavakit's loader under the server's pixel limit; UploadError names the file as
+    the user called it, never Gradio's cache path.
+    """
+    if not payload:
+        return None
+    name = payload.get("orig_name") or "the uploaded file"
+    path = payload.get("path")
+    try:
+        if path:
+            return load_image(Path(path), max_pixels=max_pixels)
+        url = payload.get("url") or ""
+        return resolve_image(url, ImagePolicy(allow_local_files=False, max_pixels=max_pixels))
+    except (ImageLoadError, ImageSourceError) as error:
+        reason = str(error).removeprefix(f"cannot load image {path}: ")
+        raise UploadError(f"{name} cannot be used as the image: {reason}") from None
+
+
+def build_app(backend: ChatBackend, max_image_pixels: int = defaults.MAX_IMAGE_PIXELS):
     """The Gradio Blocks page (not launched)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a local UI
     import gradio as gr
+
+    def take_image(payload):
+        """A new image (or none): check it, keep it, and start a new conversation.
+
+        A refused upload is cleared from the page, which fires this again with None; the notice
+        saying why is left in place then.
+        """
+        if not payload:
+            return gr.skip(), None, [], [], gr.skip()
+        try:
+            picture = uploaded_image(payload, max_image_pixels)
+        except UploadError as error:
+            gr.Warning(str(error))
+            return None, None, [], [], str(error)
+        return gr.skip(), picture, [], [], ""
 
     def respond(text, conversation, image, temperature, top_p, max_tokens):
         text = (text or "").strip()
@@ -144,21 +192,20 @@ def build_app(backend: ChatBackend):
         done = [*shown, {"role": "assistant", "content": answer}]
         yield "", done, done
 
-    def new_conversation():
-        return [], []
-
     with gr.Blocks(title="llavakit chat", analytics_enabled=False) as app:
         gr.Markdown(f"## llavakit chat\nTalking to {backend.description}.")
         conversation = gr.State([])
+        picture = gr.State(None)  # the checked upload as a PIL image; `image` only shows it
         with gr.Row():
             with gr.Column(scale=1):
                 image = gr.Image(
-                    type="pil",
+                    type="filepath",
                     label="Image",
                     sources=["upload", "clipboard"],
                     height=280,
                     elem_id="image",
                 )
+                notice = gr.Markdown("", elem_id="image-notice")
                 temperature = gr.Slider(
                     0,
                     2,
@@ -186,12 +233,22 @@ def build_app(backend: ChatBackend):
                 with gr.Row():
                     send = gr.Button("Send", variant="primary", elem_id="send")
                     clear = gr.Button("Clear", elem_id="clear")
-        inputs = [question, conversation, image, temperature, top_p, max_tokens]
+        inputs = [question, conversation, picture, temperature, top_p, max_tokens]
         outputs = [question, chatbot, conversation]
         question.submit(respond, inputs, outputs)
         send.click(respond, inputs, outputs)
-        image.change(new_conversation, None, [chatbot, conversation])
-        clear.click(lambda: (None, [], [], ""), None, [image, chatbot, conversation, question])
+        # preprocess=False: the handler gets the upload's payload, not Gradio's decoded image.
+        image.change(
+            take_image,
+            image,
+            [image, picture, chatbot, conversation, notice],
+            preprocess=False,
+        )
+        clear.click(
+            lambda: (None, None, [], [], ""),
+            None,
+            [image, picture, chatbot, conversation, question],
+        )
     return app
 
 
@@ -208,6 +265,6 @@ def run_web(options: WebOptions) -> None:
             device_map=options.device_map,
         )
         backend = EngineBackend(engine, f"{Path(options.checkpoint).name} (in-process)")
-    build_app(backend).launch(
+    build_app(backend, options.max_image_pixels).launch(
         server_name=options.host, server_port=options.port, ssr_mode=False, show_error=True
     )

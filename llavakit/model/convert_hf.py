@@ -32,6 +32,7 @@ from transformers import (
 from llavakit.config import ModelConfig
 from llavakit.image import ImageProcessorConfig
 from llavakit.model.convert import ConversionError, ConversionReport, write_state_dict
+from llavakit.model.convert_hf_compat import rewrite_model_config, rewrite_tokenizer_files
 from llavakit.model.convert_template import chat_template_for
 from llavakit.model.integrity import require_safetensors
 from llavakit.model.io import CONFIG_NAME, assemble, load_checkpoint, save_checkpoint
@@ -263,6 +264,7 @@ def _write_processor_files(
     tokenizer.save_pretrained(out)
     if tokenizer.chat_template:
         (out / "chat_template.jinja").write_text(tokenizer.chat_template)
+    rewrite_tokenizer_files(out, tokenizer.chat_template)
     image_processor = _image_processor_dict(processor)
     (out / "preprocessor_config.json").write_text(json.dumps(image_processor, indent=2) + "\n")
     (out / "processor_config.json").write_text(json.dumps(processor_config, indent=2) + "\n")
@@ -296,6 +298,7 @@ def export_hf(
     strategy, additional = _select_strategy(tower)
     hf_config, kind = _hf_config(model, processor, vocab, strategy)
     hf_config.save_pretrained(out)
+    rewrite_model_config(out, notes)
     _generation_config(lm, tokenizer, processor.template, notes).save_pretrained(out)
     processor_config = {
         "processor_class": f"{kind}Processor",

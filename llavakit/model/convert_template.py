@@ -4,7 +4,8 @@ transformers, vLLM and SGLang build prompts with the tokenizer's/processor's `ch
 Jinja written here renders exactly what `llavakit.conversation.render_text` renders for the same
 messages, so a served export sees the prompts its weights were trained on:
 - an optional first system message replaces the template's default system text;
-- the first user turn's single `<image>` moves to the front followed by a newline;
+- the first user turn's single `<image>` moves to the front followed by a newline (and is
+  wrapped as `<Image><image></Image>` by the mmtag templates);
 - content may be a string or a list of parts ({"type": "text"} and {"type": "image"} /
   {"type": "image_url"}); each image part becomes `<image>` + newline, in order.
 The assistant prefix (`ASSISTANT:`, `[/INST]`, ...) belongs to each user turn in these templates,
@@ -87,6 +88,10 @@ def chat_template_for(template: Template) -> str:
         "{%- set text = (" + image_nl + " ~ rest) if rest else " + image + " -%}",
         "{%- endif -%}",
     ]
+    if template.image_prefix or template.image_suffix:
+        # The mmtag modes wrap every image of the user turns: `<Image><image></Image>`.
+        markup = _literal(template.image_prefix + IMAGE_TOKEN + template.image_suffix)
+        lines.append("{%- set text = text.replace(" + image + ", " + markup + ") -%}")
     if template.drops_instruction:
         # Stage-1 `plain`: only the image placeholders of the instruction remain.
         lines.append("{%- set text = " + image + " * text.count(" + image + ") -%}")

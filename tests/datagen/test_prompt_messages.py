@@ -102,3 +102,65 @@ def test_question_pools_have_the_papers_sizes_and_no_repeats():
     brief = load_question_pool("brief_questions")
     assert len(detail) == 15 and len(set(detail)) == 15
     assert len(brief) == 11 and len(set(brief)) == 11
+
+
+def write_official_layout(root: Path) -> Path:
+    """A prompt folder laid out like the official `playground/data/prompts/` (our own words)."""
+    systems = {
+        "conversation": "Write a conversation about the image.",
+        "detail_description": "Write a detailed description of the image.",
+        "complex_reasoning": "Ask a question that takes reasoning.",
+    }
+    for folder, system in systems.items():
+        (root / folder).mkdir(parents=True)
+        (root / folder / "system_message.txt").write_text(system + "\n")
+        for number in ("000", "001"):
+            (root / folder / f"{number}_caps.txt").write_text(f"{folder} context {number}\n")
+            (root / folder / f"{number}_conv.txt").write_text(f"{folder} answer {number}")
+    return root
+
+
+def test_the_official_prompt_folder_is_read_as_it_is(fake_server, zebra_coco, tmp_path):
+    prompts = write_official_layout(tmp_path / "prompts")
+    argv = ["datagen", "llava", "--no-progress", "--model", "teacher-x", "--prompts", str(prompts)]
+    argv += ["--base-url", fake_server.base_url]
+    for name in ("annotations", "captions", "images", "out"):
+        argv += [f"--{name}", str(zebra_coco[name])]
+    assert main(argv) == 0
+    sent = {body["messages"][0]["content"]: body["messages"] for body in fake_server.received}
+    folders = {
+        "Write a conversation about the image.": "conversation",
+        "Write a detailed description of the image.": "detail_description",
+        "Ask a question that takes reasoning.": "complex_reasoning",
+    }
+    assert set(sent) == set(folders)
+    for system, messages in sent.items():
+        folder = folders[system]
+        assert messages[1:] == [
+            {"role": "user", "content": f"{folder} context 000"},
+            {"role": "assistant", "content": f"{folder} answer 000"},
+            {"role": "user", "content": f"{folder} context 001"},
+            {"role": "assistant", "content": f"{folder} answer 001"},
+            {"role": "user", "content": CONTEXT},
+        ]
+    records = json.loads(zebra_coco["out"].read_text())
+    assert len(records) == 3
+
+
+def test_ambiguous_prompt_folders_are_refused(tmp_path):
+    prompts = write_official_layout(tmp_path)
+    (prompts / "conversation" / "system.txt").write_text("Another system prompt.")
+    with pytest.raises(ValueError, match=r"conversation: both system.txt and system_message.txt"):
+        load_task_prompt("conversation", prompts)
+    (prompts / "conversation" / "system.txt").unlink()
+    (prompts / "conversation" / "01_output.txt").write_text("An answer.")
+    with pytest.raises(
+        ValueError, match=r"01_output.txt: named like a llavakit example, in a folder of the off"
+    ):
+        load_task_prompt("conversation", prompts)
+    (prompts / "detail").mkdir()
+    with pytest.raises(ValueError, match=r"both detail/ and detail_description/"):
+        load_task_prompt("detail", prompts)
+    (prompts / "complex_reasoning" / "001_conv.txt").unlink()
+    with pytest.raises(ValueError, match=r"complex_reasoning: example 001 has no 001_conv.txt"):
+        load_task_prompt("complex", prompts)

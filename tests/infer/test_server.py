@@ -10,9 +10,6 @@ import asyncio
 import base64
 import io
 import os
-import socket
-import subprocess
-import sys
 import time
 
 import httpx
@@ -20,6 +17,7 @@ import openai
 import pytest
 import torch
 from PIL import Image
+from serving import serve_subprocess
 
 from llavakit.infer.engine import Engine, Request, SamplingParams
 from llavakit.infer.server import ServerConfig, create_app
@@ -51,25 +49,10 @@ def one_torch_thread():
     torch.set_num_threads(previous)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tiny_checkpoint, tmp_path_factory):
     """`llavakit serve` on a free port; yields its base URL, stops it afterwards."""
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
-    command = [
-        sys.executable,
-        "-m",
-        "llavakit",
-        "serve",
-        str(tiny_checkpoint),
-        "--port",
-        str(port),
+    arguments = [
         "--api-key",
         API_KEY,
         "--served-model-name",
@@ -86,30 +69,10 @@ def server(tiny_checkpoint, tmp_path_factory):
         "250000",
         "--max-tokens",
         str(MAX_TOKENS),
-        "--device",
-        "cpu",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"server exited with {process.returncode}:\n{log_path.read_text()}")
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server did not become healthy:\n{log_path.read_text()}")
-            time.sleep(0.2)
+    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
+    with serve_subprocess(tiny_checkpoint, arguments, log_path) as (base, _):
         yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -209,6 +172,79 @@ def test_plain_string_content(client, engine):
     assert answer.choices[0].message.content == expected.text
 
 
+def test_more_tokens_than_the_limit_ends_with_length(server, client, engine):
+    """Asking above --max-tokens is answered like OpenAI's cut output, not refused."""
+    messages = image_message("Describe the image briefly.", colour_image(3))
+    answer = client.chat.completions.create(
+        model="tiny-llava", messages=messages, max_tokens=10_000, temperature=0
+    )
+    prompt = answer.usage.prompt_tokens
+    allowed = min(MAX_TOKENS, 128 - prompt)  # the server's limit, or what the context leaves
+    expected = greedy(engine, "Describe the image briefly.", colour_image(3), allowed)
+    assert answer.choices[0].message.content == expected.text
+    assert answer.usage.completion_tokens == expected.completion_tokens <= allowed
+    cut = expected.completion_tokens == allowed
+    assert (
+        answer.choices[0].finish_reason == expected.finish_reason == ("length" if cut else "stop")
+    )
+
+
+def test_a_long_prompt_gets_what_the_context_leaves(client, engine):
+    image = colour_image(2)
+    question = "Describe the image"
+    while len(prompt_ids(engine, question, image)) < 100:  # of the 128-token context
+        question += " and its colours"
+    answer = client.chat.completions.create(
+        model="tiny-llava", messages=image_message(question, image), max_tokens=64, temperature=0
+    )
+    room = 128 - answer.usage.prompt_tokens
+    assert 0 < room < MAX_TOKENS  # so the context, not max_tokens, is the limit here
+    expected = greedy(engine, question, image, room)
+    assert answer.choices[0].message.content == expected.text
+    assert answer.usage.completion_tokens == expected.completion_tokens <= room
+    assert answer.choices[0].finish_reason == expected.finish_reason
+
+
+def prompt_ids(engine, text, image):
+    messages = [{"role": "user", "content": f"<image>\n{text}"}]
+    return engine.processor.encode(messages, [image], add_generation_prompt=True).input_ids
+
+
+def test_any_model_name_is_answered_by_a_single_model_server(client):
+    for name in ("gpt-4o", "llava-hf/llava-1.5-7b-hf", "tiny-llava"):
+        answer = client.chat.completions.create(
+            model=name, messages=[{"role": "user", "content": "Hi"}], max_tokens=2
+        )
+        assert answer.model == "tiny-llava"  # the model that really answered
+    assert client.models.retrieve("gpt-4o").id == "gpt-4o"
+
+
+def test_penalties_reach_the_model(client, engine):
+    plain = greedy(engine, "What is in the image?", colour_image(1), 20)
+    # Discourage repeats if the random tiny model repeats itself, else encourage them: either
+    # way the answer must change if the penalties reach the model.
+    repeats = len(set(plain.token_ids)) < len(plain.token_ids)
+    presence, frequency = (1.5, 0.5) if repeats else (-2.0, -1.0)
+    penalised = client.chat.completions.create(
+        model="tiny-llava",
+        messages=image_message("What is in the image?", colour_image(1)),
+        max_tokens=20,
+        temperature=0,
+        presence_penalty=presence,
+        frequency_penalty=frequency,
+    )
+    expected = engine.complete(
+        Request(
+            [{"role": "user", "content": "<image>\nWhat is in the image?"}],
+            [colour_image(1)],
+            SamplingParams(
+                max_new_tokens=20, presence_penalty=presence, frequency_penalty=frequency
+            ),
+        )
+    )
+    assert penalised.choices[0].message.content == expected.text != plain.text
+
+
 def test_web_server_backend_streams_the_same_answer(server, engine):
     backend = ServerBackend(f"{server}/v1", API_KEY)
     image = colour_image(2)
@@ -278,7 +314,13 @@ BAD_REQUESTS = {
         "response_format",
         "text",
     ),
-    "too many tokens": (dict(body={**HELLO, "max_tokens": 10_000}), 400, "max_tokens", "64"),
+    "no tokens": (dict(body={**HELLO, "max_tokens": 0}), 400, "max_tokens", "at least 1"),
+    "presence penalty": (
+        dict(body={**HELLO, "presence_penalty": 2.5}),
+        400,
+        "presence_penalty",
+        "between -2.0 and 2.0",
+    ),
     "temperature": (dict(body={**HELLO, "temperature": "hot"}), 400, "temperature", "number"),
     "unknown role": (
         dict(body={**HELLO, "messages": [{"role": "robot", "content": "x"}]}),
@@ -304,7 +346,6 @@ BAD_REQUESTS = {
         "messages",
         "user",
     ),
-    "unknown model": (dict(body={**HELLO, "model": "gpt-9"}), 404, "model", "gpt-9"),
     "missing key": (dict(body=HELLO, key=None), 401, None, "Authorization"),
     "wrong key": (dict(body=HELLO, key="sk-wrong"), 401, None, "incorrect API key"),
     "file URL": (dict(body=with_image("file:///etc/passwd")), 400, "messages", "disabled"),
@@ -393,6 +434,27 @@ def test_64_concurrent_requests_are_batched_and_equal_sequential_answers(server,
 
 
 # ---- in-process app: limits that need a configuration of their own -----------------------------
+def test_strict_model_name_refuses_other_names(engine):
+    app = create_app(engine, ServerConfig(model_name="tiny-llava", strict_model_name=True))
+    hello = {**HELLO, "model": "gpt-9"}
+
+    async def ask():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            chat = await http.post("/v1/chat/completions", json=hello)
+            card = await http.get("/v1/models/gpt-9")
+            own = await http.post("/v1/chat/completions", json=HELLO)
+        return chat, card, own
+
+    try:
+        chat, card, own = asyncio.run(ask())
+    finally:
+        app.state.scheduler.close()
+    assert chat.status_code == 404 and chat.json()["error"]["param"] == "model"
+    assert "'gpt-9' does not exist" in chat.json()["error"]["message"]
+    assert card.status_code == 404 and own.status_code == 200
+
+
 def test_concurrency_limit_answers_429_and_local_files_when_allowed(engine, tmp_path):
     image_path = tmp_path / "red.png"
     colour_image(0).save(image_path)
@@ -424,8 +486,9 @@ def test_concurrency_limit_answers_429_and_local_files_when_allowed(engine, tmp_
         app.state.scheduler.close()
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [200, 200, 429, 429, 429]
-    refused = next(r for r in responses if r.status_code == 429).json()["error"]
-    assert refused["code"] == "rate_limit_exceeded"
+    refused = next(r for r in responses if r.status_code == 429)
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert refused.headers["Retry-After"] == "1"  # seconds, as HTTP asks of a 429
     answers = {r.json()["choices"][0]["message"]["content"] for r in responses if r.is_success}
     assert answers == {expected}
     assert engine.batch_sizes[batches_before:] == [2]  # the admitted pair shared one batch

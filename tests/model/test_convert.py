@@ -35,6 +35,11 @@ BUILTIN_TEMPLATES = [
     "llava_llama_2",
     "mistral_instruct",
     "chatml_direct",
+    "v1_mmtag",
+    "v0_mmtag",
+    "v0",
+    "llama_2",
+    "mpt",
 ]
 
 
