@@ -138,6 +138,10 @@ class TrainConfig:
     epochs: float = 1.0
     max_steps: int = -1
     """Stop after this many optimiser steps (overrides epochs when > 0)."""
+    time_budget_s: float | None = None
+    """Stop after this many seconds of training even if steps remain; the learning-rate
+    schedule then follows whichever of steps or time is further along, so a run cut short by
+    the clock still ends on a decayed learning rate."""
     per_device_batch_size: int = 16
     gradient_accumulation_steps: int = 1
     learning_rate: float = 2e-5

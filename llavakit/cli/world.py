@@ -3,6 +3,7 @@
 llavakit world generate --out DIR --scenes N --text-images M --seed S
 llavakit world benchmark --world DIR --out questions.jsonl [--split eval]
 llavakit world preview --world DIR --out sheet.png [--split train --n 24]
+llavakit world vqa --world DIR --out vqa.json [--split train --questions 12]
 """
 
 from __future__ import annotations
@@ -65,6 +66,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     preview.add_argument("--n", type=int, default=24, help="number of images")
     preview.set_defaults(func=_preview)
 
+    vqa = verbs.add_parser(
+        "vqa",
+        help="write short-answer VQA records (LLaVA-1.5 style) from a split's annotations",
+        description="One multi-turn LLaVA JSON record per scene: perception questions, each "
+        'followed by "Answer the question using a single word or phrase.", answered from the '
+        "annotations (the world's stand-in for VQAv2/GQA in LLaVA-1.5's mix).",
+    )
+    vqa.add_argument("--world", type=Path, required=True, help="a generated world folder")
+    vqa.add_argument("--out", type=Path, required=True, help="LLaVA JSON file to write")
+    vqa.add_argument("--split", default="train", choices=("train", "eval"))
+    vqa.add_argument("--questions", type=int, default=12, help="questions per image (at most)")
+    vqa.add_argument("--seed", type=int, default=0, help="seed for question choices")
+    vqa.set_defaults(func=_vqa)
+
 
 def _generate(args: argparse.Namespace) -> int:
     from llavakit.world.generate import generate_world
@@ -106,4 +121,13 @@ def _preview(args: argparse.Namespace) -> int:
     from llavakit.world.preview import contact_sheet
 
     print(f"wrote {contact_sheet(args.world, args.out, split=args.split, n=args.n)}")
+    return 0
+
+
+def _vqa(args: argparse.Namespace) -> int:
+    from llavakit.world.annotations import load_split
+    from llavakit.world.vqa import write_vqa
+
+    count = write_vqa(load_split(args.world, args.split), args.out, args.seed, args.questions)
+    print(f"wrote {count} records to {args.out}")
     return 0

@@ -33,6 +33,8 @@ class AccuracyCurve(TrainerCallback):
         self._trained_s = 0.0
         self._since: float | None = None
         self._next = every_s
+        self.paused_seconds = 0.0
+        """Seconds spent scoring: not training time (a TimeBudget leaves them out)."""
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._since = time.perf_counter()
@@ -49,6 +51,11 @@ class AccuracyCurve(TrainerCallback):
             self._score(model, state.global_step)
 
     def _score(self, model, step: int) -> None:
+        start = time.perf_counter()
+        self._evaluate(model, step)
+        self.paused_seconds += time.perf_counter() - start
+
+    def _evaluate(self, model, step: int) -> None:
         from llavakit.eval.answer import AnswerSettings, answer_questions
         from llavakit.eval.tasks.world import score_world
         from llavakit.infer.engine import Engine

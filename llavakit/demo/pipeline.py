@@ -21,8 +21,8 @@ from typing import Any
 from llavakit.demo.files import remove
 from llavakit.demo.llavar import make_conversations
 from llavakit.demo.sizes import DemoSizes
+from llavakit.demo.stage0 import TEMPLATE, make_stage0
 
-TEMPLATE = "vicuna_v1"
 STATE_FILE = "steps.json"
 
 
@@ -98,6 +98,10 @@ def make_data(out: Path, sizes: DemoSizes, with_llavar: bool = True) -> dict:
     summary = generate(
         scenes, SymbolicTeacher(), data / "instruct.json", seed=sizes.seed, progress=True
     )
+    from llavakit.world import load_split
+    from llavakit.world.vqa import write_vqa
+
+    write_vqa(load_split(world, "train"), data / "vqa.json", sizes.seed, sizes.vqa_questions)
     result = {"instruct": summary.text()}
     if with_llavar:
         from llavakit.demo.llavar import make_noisy_data
@@ -116,72 +120,6 @@ def _one_caption_per_image(path: Path, sizes: DemoSizes) -> None:
     for record in json.loads(path.read_text()):
         by_image.setdefault(record["image"], []).append(record)
     path.write_text(json.dumps([rng.choice(records) for records in by_image.values()]))
-
-
-def world_texts(out: Path) -> list[str]:
-    """Everything the world's language model and tokenizer learn from (train split only)."""
-    texts = []
-    for name in ("pretrain", "instruct", "noisy", "llavar"):
-        path = out / "data" / f"{name}.json"
-        if path.is_file():
-            for record in json.loads(path.read_text()):
-                for turn in record["conversations"]:
-                    texts.append(turn["value"].replace("<image>\n", "").replace("<image>", ""))
-    return texts
-
-
-def make_stage0(out: Path, sizes: DemoSizes) -> dict:
-    from llavakit.conversation import get_template
-    from llavakit.world import load_split
-    from llavakit.world.stage0 import train_clip, train_language_model, train_tokenizer
-
-    stage0 = out / "stage0"
-    texts = world_texts(out)
-    rng = random.Random(sizes.seed)
-    template = get_template(TEMPLATE)
-    tokenizer_texts = texts + [template.system, "USER: ASSISTANT:"]
-    train_tokenizer(tokenizer_texts, stage0 / "tokenizer", vocab_size=sizes.vocab_size)
-    split = load_split(out / "world", "train")
-    images = out / "world" / "images"
-    pairs = [
-        (images / image.file_name, caption) for image in split.images for caption in image.captions
-    ]
-    rng.shuffle(pairs)
-    clip = train_clip(
-        pairs,
-        stage0 / "tokenizer",
-        stage0 / "clip",
-        image_size=sizes.image_size,
-        patch_size=sizes.patch_size,
-        hidden_size=sizes.clip_width,
-        vision_layers=sizes.clip_layers,
-        steps=sizes.clip_steps,
-        seed=sizes.seed,
-        time_budget_s=sizes.clip_budget_s,
-        threads=None,
-    )
-    lm_texts = [f"USER: {q} ASSISTANT: {a}" for q, a in _pairs(texts)] + texts
-    rng.shuffle(lm_texts)
-    lm = train_language_model(
-        lm_texts,
-        stage0 / "tokenizer",
-        stage0 / "llm",
-        hidden_size=sizes.lm_width,
-        layers=sizes.lm_layers,
-        steps=sizes.lm_steps,
-        seed=sizes.seed,
-        time_budget_s=sizes.lm_budget_s,
-        threads=None,
-    )
-    return {"clip": _scalars(clip), "llm": _scalars(lm)}
-
-
-def _pairs(texts: list[str]) -> list[tuple[str, str]]:
-    return list(zip(texts[::2], texts[1::2]))
-
-
-def _scalars(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
 
 
 def stage_recipe(
@@ -211,10 +149,12 @@ def stage_recipe(
         epochs=sizes.stage1_epochs if align else sizes.stage2_epochs,
         per_device_batch_size=sizes.batch_size,
         learning_rate=sizes.stage1_lr if align else sizes.stage2_lr,
+        time_budget_s=sizes.stage1_budget_s if align else sizes.stage2_budget_s,
         tune_vision_tower=sizes.tune_vision_tower and not align,
         vision_lr=sizes.vision_lr,
         warmup_ratio=0.03,
         lr_scheduler="cosine",
+        precision=sizes.precision,
         logging_steps=5,
         packing=True,
         save_steps=100_000,
@@ -229,20 +169,19 @@ def train_stage(
 ) -> dict:
     import shutil
 
-    from llavakit.train.callbacks import TimeBudget
     from llavakit.train.run import train
 
     shutil.rmtree(out / tag, ignore_errors=True)
-    seconds = sizes.stage1_budget_s if stage == "align" else sizes.stage2_budget_s
-    budget = [TimeBudget(seconds)] if seconds else []
     curve = accuracy_curve(out, sizes, init_from) if stage == "instruct" else None
-    callbacks = budget + ([curve] if curve else [])
-    folder = train(stage_recipe(out, sizes, stage, tag, sources, init_from), callbacks=callbacks)
+    folder = train(
+        stage_recipe(out, sizes, stage, tag, sources, init_from), callbacks=[curve] if curve else []
+    )
     history = json.loads((folder / "loss_history.json").read_text())
+    metadata = json.loads((folder / "config.json").read_text()).get("metadata", {})
     return {
         "checkpoint": str(folder),
         "loss": history,
-        "stopped_by_budget": bool(budget and budget[0].stopped),
+        "stopped_by_budget": metadata.get("stopped_by_time_budget", False),
         "curve": curve.points if curve else [],
     }
 
@@ -365,7 +304,7 @@ def run_demo(
     )
     stage0 = steps.run("stage0", {"data": data["key"], "sizes": s}, lambda: make_stage0(out, sizes))
     stage1_sources = ["pretrain", "noisy"]
-    stage2_sources = ["instruct", "llavar", "noisy"]
+    stage2_sources = ["instruct", "vqa", "llavar", "noisy"]
     stage1 = steps.run(
         "stage1",
         {"stage0": stage0["key"], "sizes": s},
@@ -439,7 +378,7 @@ def run_llavar_ablation(out: Path, sizes: DemoSizes, steps: StepCache, stage0: d
         "ablation_stage2",
         {"stage1": stage1["key"], "sizes": s},
         lambda: train_stage(
-            out, sizes, "instruct", "ablation_model", ["instruct"], stage1["checkpoint"]
+            out, sizes, "instruct", "ablation_model", ["instruct", "vqa"], stage1["checkpoint"]
         ),
     )
     scores = steps.run(

@@ -27,6 +27,7 @@ from llavakit.data.tally import TallyingCollator
 from llavakit.model.io import CheckpointError, build_model, load_checkpoint, save_checkpoint
 from llavakit.model.partial import TRAINED_WEIGHTS, read_trained_weights
 from llavakit.train import checkpoints
+from llavakit.train.callbacks import TimeBudget
 from llavakit.train.data_tally import data_metadata, describe_data
 from llavakit.train.sharding import check_fsdp_keys_read, deepspeed_config_for, fsdp_config_for
 from llavakit.train.stages import apply_stage, check_quantised_training, trainable_summary
@@ -184,6 +185,12 @@ def train(recipe: RecipeConfig, callbacks: list | None = None) -> Path:
     dataset = LlavaDataset(
         entries, processor, model.config.max_length, recipe.data.skip_bad_records, feature_cache
     )
+    callbacks = list(callbacks or [])
+    budget = None
+    if t.time_budget_s:
+        # Evaluation that callbacks run during training (paused_seconds) is not training time.
+        budget = TimeBudget(t.time_budget_s, [c for c in callbacks if hasattr(c, "paused_seconds")])
+        callbacks.append(budget)
     trainer = LlavaTrainer(
         model=model,
         args=args,
@@ -195,6 +202,7 @@ def train(recipe: RecipeConfig, callbacks: list | None = None) -> Path:
         llava_config=t,
         processor=processor,
         lengths=dataset.lengths() if recipe.data.group_by_modality_length else None,
+        time_budget=budget,
         callbacks=callbacks,
     )
     resume = resume_checkpoint(output_dir) if t.resume else None
@@ -221,6 +229,8 @@ def train(recipe: RecipeConfig, callbacks: list | None = None) -> Path:
         metadata={
             "stage": t.stage,
             "train_loss": result.training_loss,
+            "steps": trainer.state.global_step,
+            "stopped_by_time_budget": bool(budget and budget.stopped),
             **data_metadata(report, counts),
         },
     )

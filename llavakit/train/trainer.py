@@ -24,6 +24,7 @@ from llavakit.data.tally import TALLY_KEY
 from llavakit.model.io import CheckpointError, save_checkpoint
 from llavakit.model.partial import TRAINED_WEIGHTS, check_fits, read_trained_weights
 from llavakit.train import checkpoints
+from llavakit.train.callbacks import TimeBudget, budgeted_schedule
 from llavakit.train.data_tally import SampleTallyCallback
 from llavakit.train.sharding import enable_fsdp_on_cpu, gather_trained_fsdp, trained_tensors
 
@@ -37,9 +38,11 @@ class LlavaTrainer(Trainer):
         llava_config: TrainConfig,
         processor,
         lengths: list[int] | None = None,
+        time_budget: TimeBudget | None = None,
         **kwargs,
     ):
         self.llava_config = llava_config
+        self.time_budget = time_budget
         self.processor = processor
         self.lengths = lengths
         self._staging_root: Path | None = None
@@ -74,6 +77,19 @@ class LlavaTrainer(Trainer):
             chunk = self.llava_config.loss_chunk_tokens
             inputs = {**inputs, "loss_only": True, "loss_chunk_tokens": chunk}
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """A stage with a time budget follows its progress in steps or time, whichever leads."""
+        if self.time_budget is None or self.lr_scheduler is not None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        self.lr_scheduler = budgeted_schedule(
+            self.optimizer if optimizer is None else optimizer,
+            str(self.args.lr_scheduler_type.value),
+            self.args.warmup_steps,
+            num_training_steps,
+            self.time_budget,
+        )
+        return self.lr_scheduler
 
     def create_optimizer(self, model=None):
         if self.optimizer is not None:

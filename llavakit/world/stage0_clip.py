@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,8 +77,18 @@ def train_clip(
     time_budget_s: float | None = None,
     progress: bool = True,
     threads: int | None = 1,
+    patch_labels: Mapping[str, torch.Tensor] | None = None,
+    label_classes: Mapping[str, int] | None = None,
+    select_layer: int = -2,
+    precision: str = "fp32",
 ) -> dict:
     """Train a tiny CLIP on (image, caption) pairs and save it as a standard HF CLIP folder.
+
+    With `patch_labels` (image path -> [n_patches, len(label_classes)] class ids, -100 to
+    ignore; `label_classes` names each column and its number of classes), linear probes on the patch features of hidden layer `select_layer` (the one LLaVA
+    reads) learn to name what each patch shows, beside the contrastive loss: a region-level
+    objective that puts object and text identity into the patch features. The probes are not
+    saved. `precision` "bf16" runs the forward pass under bfloat16 autocast.
 
     `pairs` holds PIL images or image paths with their captions; an image may appear in several
     pairs. A `heldout_fraction` of the distinct images (never seen in training) measures
@@ -97,18 +107,35 @@ def train_clip(
     sizes = ClipSizes(image_size, patch_size, hidden_size, vision_layers, text_layers, heads)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     processor = _image_processor(sizes.image_size)
-    image_of_pair, images, captions = _validate_pairs(pairs)
+    image_of_pair, images, captions, sources = _validate_pairs(pairs)
     train_rows, heldout_rows = _split_by_image(image_of_pair, len(images), heldout_fraction, seed)
+    labels = None
+    if patch_labels is not None:
+        labels = torch.stack([patch_labels[str(source)] for source in sources])  # (n, N, H)
 
     with seeded_and_threaded(seed, threads):
         data = _encode_pairs(images, image_of_pair, captions, processor, tokenizer)
         model = _build_clip(sizes, tokenizer)
+        probes = None
+        if labels is not None:
+            probes = _RegionProbes(sizes.hidden_size, list((label_classes or {}).values()))
         sampler = _EpochSampler(train_rows, batch_size, torch.Generator().manual_seed(seed))
 
         def compute_loss(step: int) -> torch.Tensor:
-            ids, mask, pixel_values, positives = data.batch(sampler.next_batch())
-            out = model(input_ids=ids, attention_mask=mask, pixel_values=pixel_values)
-            return _multi_positive_infonce(out.logits_per_image, positives)
+            rows = sampler.next_batch()
+            ids, mask, pixel_values, positives = data.batch(rows)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                out = model(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    pixel_values=pixel_values,
+                    output_hidden_states=probes is not None,
+                )
+                loss = _multi_positive_infonce(out.logits_per_image.float(), positives)
+                if probes is not None:
+                    patches = out.vision_model_output.hidden_states[select_layer][:, 1:]  # (B,N,C)
+                    loss = loss + probes.loss(patches, labels[data.image_index[rows]])
+            return loss
 
         def clamp_temperature() -> None:
             with torch.no_grad():
@@ -121,8 +148,18 @@ def train_clip(
             progress=progress,
             description="stage 0: CLIP",
         )
-        result = run_loop(model, compute_loss, loop, after_step=clamp_temperature)
+        result = run_loop(model, compute_loss, loop, after_step=clamp_temperature, extra=probes)
         retrieval, chance = _heldout_retrieval(model, data, heldout_rows, batch_size)
+        region = None
+        if probes is not None:
+            accuracy = _heldout_region_accuracy(
+                model, probes, data, labels, heldout_rows, select_layer
+            )
+            region = (
+                None
+                if accuracy is None
+                else {name: accuracy[k] for k, name in enumerate(label_classes) if k in accuracy}
+            )
 
     metrics = {
         "steps": result.steps,
@@ -133,6 +170,7 @@ def train_clip(
         "losses": result.losses,
         "retrieval_top1": retrieval,
         "retrieval_chance": chance,
+        "region_accuracy": region,
         "logit_scale": model.logit_scale.detach().exp().item(),
         "n_train_pairs": len(train_rows),
         "n_heldout_pairs": len(heldout_rows),
@@ -230,15 +268,16 @@ def _encode_pairs(images, image_of_pair, captions, processor, tokenizer) -> _Enc
     )
 
 
-def _validate_pairs(pairs: Sequence[tuple]) -> tuple[list[int], list, list[str]]:
+def _validate_pairs(pairs: Sequence[tuple]) -> tuple[list[int], list, list[str], list]:
     """Check every pair and load each distinct image (same path or same PIL object) once.
 
     Returns, per pair, the index of its image among the distinct images; the distinct images
-    as RGB PIL images in order of first appearance; and the captions.
+    as RGB PIL images in order of first appearance; the captions; and each distinct image as
+    it was given (its path or PIL object).
     """
     from PIL import Image
 
-    image_of_pair, images, captions, seen = [], [], [], {}
+    image_of_pair, images, captions, sources, seen = [], [], [], [], {}
     for index, pair in enumerate(pairs):
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
             raise ValueError(f"CLIP pair {index}: expected (image, caption), got {pair!r:.80}")
@@ -258,11 +297,12 @@ def _validate_pairs(pairs: Sequence[tuple]) -> tuple[list[int], list, list[str]]
         if key not in seen:
             seen[key] = len(images)
             images.append(_load_rgb(image, index))
+            sources.append(image)
         image_of_pair.append(seen[key])
         captions.append(caption)
     if len(images) < 2:
         raise ValueError(f"CLIP training needs at least 2 distinct images, got {len(images)}")
-    return image_of_pair, images, captions
+    return image_of_pair, images, captions, sources
 
 
 def _load_rgb(image, pair_index: int):
@@ -352,6 +392,23 @@ def _multi_positive_infonce(
     return (image_to_text + text_to_image) / 2
 
 
+class _RegionProbes(torch.nn.Module):
+    """One linear classifier per label kind over every patch feature (trained, never saved)."""
+
+    def __init__(self, width: int, classes: Sequence[int]):
+        super().__init__()
+        self.heads = torch.nn.ModuleList(torch.nn.Linear(width, n) for n in classes)
+
+    def loss(self, patches: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """patches: (B, N, C) features; labels: (B, N, heads) class ids, -100 ignored."""
+        losses = [
+            F.cross_entropy(head(patches).flatten(0, 1).float(), labels[..., k].flatten())
+            for k, head in enumerate(self.heads)
+            if bool((labels[..., k] != -100).any())
+        ]
+        return torch.stack(losses).mean() if losses else patches.sum() * 0.0
+
+
 class _EpochSampler:
     """Batches drawn without replacement; reshuffles when the training pairs run out."""
 
@@ -396,3 +453,27 @@ def _heldout_retrieval(
         chance += (positives.float().sum(dim=1) / len(rows)).sum().item()
         count += len(rows)
     return hits / count, chance / count
+
+
+@torch.no_grad()
+def _heldout_region_accuracy(
+    model, probes: _RegionProbes, data: _EncodedPairs, labels, heldout_rows, select_layer: int
+) -> dict[int, float] | None:
+    """Per probe (by column): the share of held-out images' patches showing something (an
+    object, a word) that it names right; the many empty patches would flatter the score."""
+    images = sorted({int(i) for i in data.image_index[heldout_rows]}) if heldout_rows else []
+    if not images:
+        return None
+    index = torch.tensor(images)
+    hits = torch.zeros(len(probes.heads))
+    counts = torch.zeros(len(probes.heads))
+    for start in range(0, len(index), 64):
+        chunk = index[start : start + 64]
+        hidden = model.vision_model(pixel_values=data.pixels[chunk], output_hidden_states=True)
+        patches = hidden.hidden_states[select_layer][:, 1:]  # (b, N, C)
+        for k, head in enumerate(probes.heads):
+            wanted = labels[chunk][..., k]  # (b, N)
+            known = wanted > 0  # patches that show something (class 0 is "nothing here")
+            hits[k] += (head(patches).argmax(-1)[known] == wanted[known]).sum()
+            counts[k] += known.sum()
+    return {k: round(float(h / c), 4) for k, (h, c) in enumerate(zip(hits, counts)) if c > 0}

@@ -1,10 +1,13 @@
 """Train the synthetic world's "pretrained LLM": a tiny `LlamaForCausalLM` on the world's text.
 
-Vicuna arrives knowing the language its instructions and answers are written in; the world's
-LM learns the world's language (captions, descriptions, conversations in the chat templates)
-by plain next-token prediction on packed windows of text. The folder it writes holds the
-config, safetensors weights, generation config and tokenizer, like a Hugging Face LLM folder,
-so `AutoModelForCausalLM.from_pretrained` and `AutoTokenizer.from_pretrained` both read it.
+Vicuna arrives knowing the language its instructions and answers are written in, and how to
+answer questions about a context in its prompt. The world's LM learns both: plain next-token
+prediction on documents (captions, descriptions) and, like Vicuna's chat tuning, the replies of
+conversations rendered with the chat template (world/stage0_text.py writes them: questions
+about an image given in words). Samples are packed one after another into a stream; each step
+reads windows that start at a sample's first token. The folder it writes holds the config,
+safetensors weights, generation config and tokenizer, like a Hugging Face LLM folder, so
+`AutoModelForCausalLM.from_pretrained` and `AutoTokenizer.from_pretrained` both read it.
 """
 
 from __future__ import annotations
@@ -65,13 +68,20 @@ def train_language_model(
     time_budget_s: float | None = None,
     progress: bool = True,
     threads: int | None = 1,
+    conversations: Sequence[list[dict]] = (),
+    template: str = "vicuna_v1",
+    precision: str = "fp32",
 ) -> dict:
-    """Train a tiny Llama causal LM on `texts` and save model + tokenizer to `out_dir`.
+    """Train a tiny Llama causal LM on `texts` (and `conversations`); save it to `out_dir`.
 
-    Each text becomes `<s> text </s>`; the texts are packed into one token stream and the model
-    learns on random windows of `seq_len` tokens. Held-out loss is measured on `heldout_texts`
-    when given (e.g. the world's eval split), otherwise on a `heldout_fraction` of `texts` set
-    aside by the seed. Returns the metrics, also written to `out_dir/stage0_metrics.json`.
+    Each text becomes `<s> text </s>`, every token trained; each conversation (chat messages)
+    is rendered with `template` and only its replies are trained. Samples are packed into one
+    token stream and the model learns on windows of `seq_len` tokens, each starting at a
+    sample's beginning. Held-out loss is measured on `heldout_texts` when given (e.g. the
+    world's eval split), otherwise on a `heldout_fraction` of `texts` set aside by the seed.
+    `precision` "bf16" runs the forward pass under bfloat16 autocast (weights stay float32;
+    about twice as fast on CPUs with AVX-512 BF16). Returns the metrics, also written to
+    `out_dir/stage0_metrics.json`.
 
     `time_budget_s` stops training after that many seconds (the cosine schedule follows whichever
     of steps or time runs out first). `threads` sets torch's thread count for the run and is
@@ -84,11 +94,16 @@ def train_language_model(
     sizes = LanguageModelSizes(hidden_size, layers, heads)
     if seq_len < 2:
         raise ValueError(f"seq_len must be >= 2, got {seq_len}")
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     train_texts, eval_texts = _split_texts(
         _checked(texts, "texts"), heldout_texts, heldout_fraction, seed
     )
-    train_stream = _pack(train_texts, tokenizer)  # (n_train_tokens,)
+    samples = [_document(text, tokenizer) for text in train_texts]
+    samples += [_conversation(messages, tokenizer, template) for messages in conversations]
+    order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed)).tolist()
+    train_stream = _Stream([samples[i] for i in order])
     heldout_stream = _pack(eval_texts, tokenizer) if eval_texts else None
     if len(train_stream) < seq_len:
         raise ValueError(
@@ -101,10 +116,15 @@ def train_language_model(
         generator = torch.Generator().manual_seed(seed)
 
         def compute_loss(step: int) -> torch.Tensor:
-            high = len(train_stream) - seq_len + 1
-            starts = torch.randint(0, high, (batch_size,), generator=generator).tolist()
-            windows = torch.stack([train_stream[s : s + seq_len] for s in starts])  # (B, seq_len)
-            return model(input_ids=windows, labels=windows).loss  # the model shifts labels
+            ids, labels = train_stream.windows(batch_size, seq_len, generator)  # (B, seq_len)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                logits = model(input_ids=ids).logits[:, :-1]  # (B, seq_len - 1, V)
+            targets = labels[:, 1:]  # position t predicts token t + 1
+            total = torch.nn.functional.cross_entropy(
+                logits.flatten(0, 1).float(), targets.flatten(), reduction="sum"
+            )
+            # A window may hold no reply at all (a long prompt): it then adds nothing.
+            return total / (targets != -100).sum().clamp(min=1)
 
         loop = LoopConfig(
             steps=steps,
@@ -114,7 +134,7 @@ def train_language_model(
             description="stage 0: language model",
         )
         result = run_loop(model, compute_loss, loop)
-        train_loss = _stream_loss(model, train_stream, seq_len)
+        train_loss = _stream_loss(model, train_stream.ids, seq_len)
         heldout_loss = (
             _stream_loss(model, heldout_stream, seq_len) if heldout_stream is not None else None
         )
@@ -129,6 +149,7 @@ def train_language_model(
         "train_loss": train_loss,
         "heldout_loss": heldout_loss,
         "n_train_texts": len(train_texts),
+        "n_train_conversations": len(conversations),
         "n_heldout_texts": len(eval_texts),
         "n_train_tokens": len(train_stream),
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -190,6 +211,43 @@ def _split_texts(
         [text for index, text in enumerate(texts) if index not in heldout],
         [text for index, text in enumerate(texts) if index in heldout],
     )
+
+
+def _document(text: str, tokenizer) -> tuple[list[int], list[int]]:
+    """`<s> text </s>`, every token trained."""
+    ids = tokenizer(text, add_special_tokens=True)["input_ids"] + [tokenizer.eos_token_id]
+    return ids, ids
+
+
+def _conversation(messages: list[dict], tokenizer, template: str) -> tuple[list[int], list[int]]:
+    """The chat rendering of a conversation; only the replies (and their end) are trained."""
+    from llavakit.conversation import encode
+
+    encoded = encode(tokenizer, template, messages)
+    return encoded.input_ids, encoded.labels
+
+
+class _Stream:
+    """Samples packed back to back, with the token index where each sample starts."""
+
+    def __init__(self, samples: list[tuple[list[int], list[int]]]):
+        ids = [token for sample_ids, _ in samples for token in sample_ids]
+        labels = [label for _, sample_labels in samples for label in sample_labels]
+        self.ids = torch.tensor(ids, dtype=torch.long)  # (n_tokens,)
+        self.labels = torch.tensor(labels, dtype=torch.long)  # (n_tokens,), -100 = not trained
+        lengths = torch.tensor([len(sample_ids) for sample_ids, _ in samples])
+        self.starts = torch.cumsum(lengths, 0) - lengths  # (n_samples,)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def windows(self, count: int, length: int, generator: torch.Generator):
+        """`count` windows of `length` tokens, each from a random sample's first token."""
+        usable = self.starts[self.starts <= len(self.ids) - length]
+        picks = usable[torch.randint(0, len(usable), (count,), generator=generator)].tolist()
+        ids = torch.stack([self.ids[s : s + length] for s in picks])  # (count, length)
+        labels = torch.stack([self.labels[s : s + length] for s in picks])
+        return ids, labels
 
 
 def _pack(texts: list[str], tokenizer) -> torch.Tensor:

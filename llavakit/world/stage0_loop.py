@@ -88,16 +88,20 @@ def run_loop(
     compute_loss: Callable[[int], torch.Tensor],
     config: LoopConfig,
     after_step: Callable[[], None] | None = None,
+    extra: torch.nn.Module | None = None,
 ) -> LoopResult:
     """Train `model` with AdamW; `compute_loss(step)` builds a batch and returns its loss.
 
     `after_step` runs after every optimiser update (CLIP uses it to clamp its temperature).
+    `extra` holds further trained modules that are not part of the saved model (CLIP's patch
+    probes).
     """
     from tqdm.auto import tqdm
 
-    optimizer = make_adamw(model, config)
+    trained = model if extra is None else torch.nn.ModuleList([model, extra])
+    optimizer = make_adamw(trained, config)
     result = LoopResult()
-    model.train()
+    trained.train()
     start = time.perf_counter()
     bar = tqdm(
         total=config.steps, desc=config.description, disable=not config.progress, leave=False
@@ -119,7 +123,7 @@ def run_loop(
                     f"{config.description}: loss became {loss.item()} at step {step}"
                 )
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(trained.parameters(), config.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if after_step is not None:

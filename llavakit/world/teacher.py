@@ -20,11 +20,11 @@ import random
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from llavakit.datagen.protocol import TeacherRequest, TeacherResult
 from llavakit.world.captions import join_items, reading_order
+from llavakit.world.perception import QA, perception_pools, pick_pairs, there_are
 from llavakit.world.phrasing import question
 from llavakit.world.relations import (
     MIN_GAP,
@@ -50,12 +50,6 @@ from llavakit.world.vocabulary import (
 
 SEPARATOR = "\n===\n"
 TASKS = ("conversation", "detail", "complex", "llavar_conversation")
-
-
-@dataclass(frozen=True)
-class QA:
-    question: str
-    answer: str
 
 
 def format_pairs(pairs: Sequence[QA]) -> str:
@@ -103,14 +97,8 @@ class SymbolicTeacher:
     def conversation(self, context: dict[str, Any], rng: random.Random) -> str:
         """3-6 questions with definite answers: existence, colour, counting, position, size."""
         things = _things(context)
-        pools = {
-            "existence": _existence_pairs(things, rng),
-            "colour": _colour_pairs(things, rng),
-            "counting": _counting_pairs(things, rng),
-            "position": _position_pairs(things, rng),
-            "size": _size_pairs(things, rng),
-        }
-        return format_pairs(_pick_pairs(pools, rng, rng.randint(3, 6)))
+        pools = perception_pools(things, rng)
+        return format_pairs(pick_pairs(pools, rng, rng.randint(3, 6)))
 
     def detail(self, context: dict[str, Any], rng: random.Random) -> str:
         """One paragraph naming every object (size, colour, category, place) and the background."""
@@ -345,134 +333,6 @@ def _coloured_text_pairs(
 # ---- conversation questions --------------------------------------------------------------
 
 
-def _existence_pairs(things: Sequence[Thing], rng: random.Random) -> list[QA]:
-    present = rng.choice(things)
-    pairs = [
-        QA(
-            question("existence", rng, thing=with_article(present.name)),
-            f"Yes, there is {with_article(present.name)} in the image.",
-        )
-    ]
-    absent = _absent_name(things, rng)
-    if absent:
-        pairs.append(
-            QA(
-                question("existence", rng, thing=with_article(absent)),
-                f"No, there is no {absent} in the image.",
-            )
-        )
-    return pairs
-
-
-def _absent_name(things: Sequence[Thing], rng: random.Random) -> str | None:
-    """A name not in the scene; half the time a near miss (a present colour or category)."""
-    names = {thing.name for thing in things}
-    if all(thing.color for thing in things):
-        options = [
-            f"{c} {k}" for c in OBJECT_COLOURS for k in CATEGORIES if f"{c} {k}" not in names
-        ]
-        near = [
-            name
-            for name in options
-            if any(name.split()[0] == t.color or name.split()[1] == t.category for t in things)
-        ]
-    else:
-        options = [k for k in CATEGORIES if k not in {t.category for t in things}]
-        near = []
-    if near and rng.random() < 0.5:
-        return rng.choice(near)
-    return rng.choice(options) if options else None
-
-
-def _colour_pairs(things: Sequence[Thing], rng: random.Random) -> list[QA]:
-    counts = category_counts(things)
-    return [
-        QA(
-            question("colour", rng, category=thing.category),
-            f"The {thing.category} is {thing.color}.",
-        )
-        for thing in things
-        if counts[thing.category] == 1 and thing.color
-    ]
-
-
-def _counting_pairs(things: Sequence[Thing], rng: random.Random) -> list[QA]:
-    counts = category_counts(things)
-    pairs = [QA(question("count_all", rng), _there_are(len(things), "object", "objects"))]
-    for category, k in counts.items():
-        pairs.append(
-            QA(
-                question("count", rng, plural=plural(category)),
-                _there_are(k, category, plural(category)),
-            )
-        )
-    missing = [k for k in CATEGORIES if k not in counts]
-    if missing and rng.random() < 0.3:
-        category = rng.choice(missing)
-        pairs.append(
-            QA(
-                question("count", rng, plural=plural(category)),
-                f"There are no {plural(category)} in the image.",
-            )
-        )
-    colours = Counter(thing.color for thing in things if thing.color)
-    for colour, k in colours.items():
-        pairs.append(
-            QA(
-                question("count_colour", rng, color=colour),
-                _there_are(k, f"{colour} object", f"{colour} objects"),
-            )
-        )
-    return pairs
-
-
-def _position_pairs(things: Sequence[Thing], rng: random.Random) -> list[QA]:
-    """One question per pair of objects and axis, asked about either of the two."""
-    by_pair: dict[tuple, list[tuple[Thing, Thing, str, str]]] = {}
-    for a, b, axis, relation in clear_pairs(things):
-        key = (frozenset((a.name, b.name)), axis)
-        by_pair.setdefault(key, []).append((a, b, axis, relation))
-    pairs = []
-    for options in by_pair.values():
-        a, b, axis, relation = rng.choice(options)
-        pairs.append(
-            QA(
-                question(axis, rng, a=a.name, b=b.name),
-                f"The {a.name} is {RELATION_PHRASES[relation]} the {b.name}.",
-            )
-        )
-    return pairs
-
-
-def _size_pairs(things: Sequence[Thing], rng: random.Random) -> list[QA]:
-    return [
-        QA(question("size", rng, a=thing.name), f"The {thing.name} is {thing.size}.")
-        for thing in things
-        if thing.size and unique_name(thing, things)
-    ]
-
-
-def _pick_pairs(pools: dict[str, list[QA]], rng: random.Random, wanted: int) -> list[QA]:
-    """Up to `wanted` pairs, taking from each question type in turn, no question twice."""
-    for pool in pools.values():
-        rng.shuffle(pool)
-    types = [name for name, pool in pools.items() if pool]
-    rng.shuffle(types)
-    chosen: list[QA] = []
-    asked: set[str] = set()
-    while len(chosen) < wanted and any(pools[name] for name in types):
-        for name in types:
-            while pools[name]:
-                pair = pools[name].pop()
-                if pair.question not in asked:
-                    asked.add(pair.question)
-                    chosen.append(pair)
-                    break
-            if len(chosen) == wanted:
-                break
-    return chosen
-
-
 # ---- reasoning questions -----------------------------------------------------------------
 
 
@@ -484,7 +344,7 @@ def _compare_counts(things: Sequence[Thing], rng: random.Random) -> QA | None:
     a, b = counts[first], counts[second]
     q = f"Are there more {plural(first)} or more {plural(second)} in the image?"
     steps = (
-        f"Let me count them. {_there_are(a, first, plural(first))[:-1]}, and "
+        f"Let me count them. {there_are(a, first, plural(first))[:-1]}, and "
         f"{_count_phrase(b, second)}."
     )
     if a == b:
@@ -609,12 +469,6 @@ def _count_phrase(k: int, singular: str) -> str:
     """A counted noun: "no stars", "one star", "three stars"."""
     noun = singular if k == 1 else plural(singular)
     return f"no {noun}" if k == 0 else f"{number_word(k)} {noun}"
-
-
-def _there_are(k: int, singular: str, plural_form: str) -> str:
-    if k == 1:
-        return f"There is one {singular} in the image."
-    return f"There are {number_word(k)} {plural_form} in the image."
 
 
 def _seen_before(thing: Thing, earlier: Sequence[Thing]) -> bool:

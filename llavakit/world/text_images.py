@@ -3,8 +3,10 @@
 Each image holds one board (annotated as an object of its kind) with one to three lines of one
 or two words from the world's word list. Every word is drawn on its own mask, so the word and
 line boxes in the annotation are the tight boxes of the inked pixels. Normal text is rendered
-at 24 px or more on a 192 px image (scaled with the size); `small_text` renders at about 10 px,
-legible at full resolution but not after shrinking to a small encoder's input.
+at 32 px or more on a 192 px image (scaled with the size), so that after shrinking to the demo
+tower's 96 px input its letters are still about two 12 px patches tall (legible to a base
+LLaVA); `small_text` renders at about 10 px, legible at full resolution but not after shrinking
+to a small encoder's input (what LLaVAR's high-resolution branch is for).
 """
 
 from __future__ import annotations
@@ -48,8 +50,10 @@ BUILTIN_FONT = "pillow-default"
 
 _REFERENCE_SIZE = 192
 """Font sizes below are for a 192 px image and scale with the image size."""
-_TITLE_PX = (30, 44)
-_BODY_PX = (24, 30)
+_TITLE_PX = (40, 52)
+_BODY_PX = (32, 40)
+_LEGIBLE_PX = 30
+"""Smallest size a line of normal text may shrink to when fitting its words (at 192 px)."""
 _SMALL_PX = (9, 12)
 _WORD_GAP = 1.8
 """Gap between words on a line, in widths of the font's space."""
@@ -205,7 +209,7 @@ def _board_geometry(rng: random.Random, kind: str, side: int) -> tuple[Rect, Rec
         board = (0, 0, side - 1, side - 1)
         return board, _inset(board, round(0.08 * side)), False
     if kind == "book cover":
-        width = round(rng.uniform(0.6, 0.75) * side)
+        width = round(rng.uniform(0.7, 0.85) * side)
         height = round(rng.uniform(0.82, 0.94) * side)
         x = rng.randint(2, side - width - 3)
         y = rng.randint(2, side - height - 3)
@@ -258,8 +262,10 @@ def _plan_lines(
             low, high = _SMALL_PX
         else:
             low, high = _TITLE_PX if index == 0 else _BODY_PX
-        px = round(rng.randint(low, high) * scale)
-        min_px = max(6, round(low * scale))
+        min_px = max(6, round((low if config.small_text else _LEGIBLE_PX) * scale))
+        # No taller than the room left, but never below the legible size.
+        room = int((height - used_height) / 1.3)
+        px = max(min_px, min(round(rng.randint(low, high) * scale), room))
         words: list[str] = []
         while pool and len(words) < max_words:
             candidate = case(pool.pop())

@@ -56,7 +56,8 @@ def _check_curve(out, report):
     from llavakit.world.benchmark import score_answer
 
     curve = report["curve"]
-    assert curve and curve[-1]["step"] == report["loss"]["stage2"][-1]["step"]
+    trained = json.loads((out / "model" / "config.json").read_text())["metadata"]["steps"]
+    assert curve and curve[-1]["step"] == trained
     times = [point["demo_seconds"] for point in curve]
     assert times == sorted(times) and times[0] > report["seconds"]["stage1"]
     questions = [json.loads(line) for line in (out / "eval" / "questions.jsonl").open()]

@@ -238,3 +238,82 @@ def test_learning_rate_warms_up_then_decays_to_its_floor():
     assert lr_at(0.1, config) == pytest.approx(1.0)
     assert lr_at(0.55, config) == pytest.approx(0.55)
     assert lr_at(1.0, config) == pytest.approx(0.1)
+
+
+def test_clip_patch_probes_learn_where_the_colour_is_and_are_not_saved(tokenizer_dir, tmp_path):
+    """Patch labels: 1 + colour index where the square is, 0 elsewhere (32 px, 8 px patches)."""
+    from safetensors import safe_open
+
+    rng = random.Random(1)
+    pairs, labels = [], {}
+    names = list(COLOURS)
+    for index in range(120):
+        colour = names[index % len(names)]
+        image = Image.new("RGB", (32, 32), (240, 240, 240))
+        col, row = rng.randrange(4), rng.randrange(4)
+        ImageDraw.Draw(image).rectangle(
+            [8 * col, 8 * row, 8 * col + 7, 8 * row + 7], COLOURS[colour]
+        )
+        path = tmp_path / f"{index}.png"
+        image.save(path)
+        pairs.append((path, f"a {colour} square"))
+        grid = torch.zeros(16, 1, dtype=torch.long)
+        grid[4 * row + col, 0] = 1 + names.index(colour)
+        labels[str(path)] = grid
+    common = dict(
+        image_size=32, patch_size=8, hidden_size=32, vision_layers=2, text_layers=1, heads=2,
+        batch_size=16, lr=3e-3, heldout_fraction=0.25, progress=False, threads=1,
+    )  # fmt: skip
+    metrics = train_clip(
+        pairs, tokenizer_dir, tmp_path / "clip", steps=80, patch_labels=labels,
+        label_classes={"colour": 1 + len(names)}, **common,
+    )  # fmt: skip
+    assert metrics["region_accuracy"]["colour"] > 0.97  # background dominates; see below
+    with safe_open(str(tmp_path / "clip" / "model.safetensors"), framework="pt") as weights:
+        assert not [key for key in weights.keys() if "probe" in key or "heads" in key]
+    untrained = train_clip(pairs, tokenizer_dir, tmp_path / "plain", steps=2, **common)
+    assert untrained["region_accuracy"] is None
+
+
+def test_language_model_learns_replies_not_prompts(tokenizer_dir, tmp_path):
+    """Replies are trained, prompts are not: after training, the model predicts the replies of
+    a conversation it saw 160 times, but still not the words of its prompt."""
+    from transformers import AutoModelForCausalLM
+
+    from llavakit.conversation import encode
+
+    fruit = {"red": "apple", "green": "pear", "blue": "plum", "yellow": "lemon"}
+    conversations = [
+        [
+            {"role": "user", "content": f"Which fruit is {colour}? Name it in two words."},
+            {"role": "assistant", "content": f"The {name}."},
+        ]
+        for colour, name in fruit.items()
+    ] * 40
+    metrics = train_language_model(
+        CAPTIONS, tokenizer_dir, tmp_path / "lm", hidden_size=64, layers=2, heads=2, steps=60,
+        seq_len=256, batch_size=8, lr=3e-3, conversations=conversations, progress=False,
+        threads=1, precision="bf16",
+    )  # fmt: skip
+    assert metrics["n_train_conversations"] == 160
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "lm")
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "lm")
+    encoded = encode(tokenizer, "vicuna_v1", conversations[0])
+    ids = torch.tensor([encoded.input_ids])
+    with torch.no_grad():
+        losses = torch.nn.functional.cross_entropy(
+            model(input_ids=ids).logits[0, :-1], ids[0, 1:], reduction="none"
+        )
+    trained = torch.tensor(encoded.labels[1:]) != -100
+    question = tokenizer("Which fruit is red? Name it in two words.").input_ids[1:]
+    prompt_start = next(
+        i
+        for i in range(len(encoded.input_ids))
+        if encoded.input_ids[i : i + len(question)] == question
+    )
+    prompt = torch.zeros_like(trained)
+    prompt[prompt_start : prompt_start + len(question) - 1] = True
+    assert losses[trained].mean() < 1.0  # about ln 4 on the fruit itself, ~0 elsewhere
+    assert losses[prompt].mean() > 3 * losses[trained].mean()

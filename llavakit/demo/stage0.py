@@ -1,0 +1,110 @@
+"""The demo's stage 0: the tokenizer, CLIP and LLM that LLaVA assumes are pretrained.
+
+The tokenizer learns from the world's captions and from the LLM's conversations rendered with
+the chat template, so the system prompt, the role markers and the response-format prompt that
+every training sample carries become a few tokens each (as they are for Vicuna's tokenizer)
+instead of dozens of byte pieces. Then the CLIP (contrastive + patch-level objective) and the
+LLM (captions + questions answered about images written in words) train at the same time, one
+process each, since neither needs the other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+from llavakit.demo.sizes import DemoSizes
+
+TEMPLATE = "vicuna_v1"
+LM_SOURCES = ("instruct", "vqa", "noisy")
+"""Data files (data/NAME.json) whose conversations the LLM learns with each image in words."""
+
+
+def make_stage0(out: Path, sizes: DemoSizes) -> dict:
+    from llavakit.conversation import render_text
+    from llavakit.world import load_split
+    from llavakit.world.stage0 import train_language_model, train_tokenizer
+    from llavakit.world.stage0_text import conversations_in_words
+
+    stage0 = out / "stage0"
+    split = load_split(out / "world", "train")
+    images = {image.file_name: image for image in split.images}
+    captions = [caption for image in split.images for caption in image.captions]
+    records = []
+    for name in LM_SOURCES:
+        path = out / "data" / f"{name}.json"
+        if path.is_file():
+            records += json.loads(path.read_text())
+    conversations = conversations_in_words(records, images)
+    random.Random(sizes.seed).shuffle(conversations)
+    rendered = [render_text(TEMPLATE, messages)[0] for messages in conversations]
+    train_tokenizer(captions + rendered, stage0 / "tokenizer", vocab_size=sizes.vocab_size)
+
+    threads = max(1, (os.cpu_count() or 2) // 2)
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        clip_job = pool.submit(train_world_clip, out, sizes, threads)
+        lm = train_language_model(
+            captions,
+            stage0 / "tokenizer",
+            stage0 / "llm",
+            hidden_size=sizes.lm_width,
+            layers=sizes.lm_layers,
+            heads=sizes.lm_heads,
+            steps=sizes.lm_steps,
+            seq_len=sizes.lm_seq_len,
+            batch_size=sizes.lm_batch_size,
+            lr=sizes.lm_lr,
+            seed=sizes.seed,
+            time_budget_s=sizes.lm_budget_s,
+            threads=threads,
+            conversations=conversations if sizes.lm_contextual_qa else (),
+            template=TEMPLATE,
+            precision=sizes.precision,
+            progress=False,
+        )
+        clip = clip_job.result()
+    return {"clip": _scalars(clip), "llm": _scalars(lm)}
+
+
+def train_world_clip(out: Path, sizes: DemoSizes, threads: int) -> dict:
+    """The world's CLIP on the training split's image-caption pairs (run in its own process)."""
+    from llavakit.world import load_split
+    from llavakit.world.region_labels import HEADS, patch_labels
+    from llavakit.world.stage0 import train_clip
+
+    split = load_split(out / "world", "train")
+    folder = out / "world" / "images"
+    pairs = [(folder / image.file_name, caption) for image in split.images for caption in image.captions]  # fmt: skip
+    random.Random(sizes.seed).shuffle(pairs)
+    labels = None
+    if sizes.clip_region_objective:
+        grid = sizes.image_size // sizes.patch_size
+        labels = {
+            str(folder / image.file_name): patch_labels(image, grid) for image in split.images
+        }
+    return train_clip(
+        pairs,
+        out / "stage0" / "tokenizer",
+        out / "stage0" / "clip",
+        image_size=sizes.image_size,
+        patch_size=sizes.patch_size,
+        hidden_size=sizes.clip_width,
+        vision_layers=sizes.clip_layers,
+        steps=sizes.clip_steps,
+        seed=sizes.seed,
+        time_budget_s=sizes.clip_budget_s,
+        threads=threads,
+        patch_labels=labels,
+        label_classes=HEADS,
+        precision=sizes.precision,
+        progress=False,
+    )
+
+
+def _scalars(metrics: dict) -> dict:
+    """The metrics without their per-step lists (losses)."""
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, dict))}

@@ -1,0 +1,72 @@
+"""Patch-level labels for the world's CLIP: what each patch of an image shows.
+
+Web-scale CLIP ends up with patch features that say what object (and which word) lies where,
+and LLaVA relies on that when it hands the patches to the LLM; a tiny CLIP trained for a minute
+on a few thousand captions does not get there by contrast alone. A region-level objective beside
+the contrastive one (in the spirit of RegionCLIP/GLIP's grounding losses) gives the world's
+tower that knowledge: a linear probe on every patch feature of the layer LLaVA reads must name
+the shape, colour and size of the object under the patch centre, or the word and letter of the
+text under it. The labels come from the world's boxes; the probes are dropped after stage 0.
+"""
+
+from __future__ import annotations
+
+import string
+
+import torch
+
+from llavakit.world.annotations import WorldImage
+from llavakit.world.vocabulary import CATEGORIES, OBJECT_COLOURS, SIZES, WORDS
+
+IGNORE = -100
+LETTERS = string.ascii_lowercase
+HEADS = {
+    "shape": 1 + len(CATEGORIES),
+    "colour": 1 + len(OBJECT_COLOURS),
+    "size": 1 + len(SIZES),
+    "word": 1 + len(WORDS),
+    "letter": 1 + len(LETTERS),
+}
+"""Classes of each probe; class 0 is "nothing here" (background, or no text)."""
+SHAPE, COLOUR, SIZE, WORD, LETTER = range(len(HEADS))
+
+_SHAPES = {name: i for i, name in enumerate(CATEGORIES, start=1)}
+_COLOURS = {name: i for i, name in enumerate(OBJECT_COLOURS, start=1)}
+_SIZES = {name: i for i, name in enumerate(SIZES, start=1)}
+_WORDS = {word.lower(): i for i, word in enumerate(WORDS, start=1)}
+
+
+def patch_labels(image: WorldImage, grid: int) -> torch.Tensor:
+    """[grid * grid, len(HEADS)] class ids of the patches of a `grid` x `grid` tower, row-major.
+
+    A scene labels shape, colour and size (later objects are drawn on top) and has no text; a
+    text image labels the word and letter under each patch (letters spread evenly over a word's
+    box) and leaves the shape probes out (IGNORE)."""
+    labels = torch.zeros(grid * grid, len(HEADS), dtype=torch.long)
+    if not image.is_scene:
+        labels[:, [SHAPE, COLOUR, SIZE]] = IGNORE
+    for row in range(grid):
+        for col in range(grid):
+            x = (col + 0.5) * image.width / grid
+            y = (row + 0.5) * image.height / grid
+            patch = labels[row * grid + col]
+            for obj in image.objects if image.is_scene else ():
+                if _inside(obj.bbox, x, y):
+                    patch[SHAPE] = _SHAPES[obj.category]
+                    patch[COLOUR] = _COLOURS.get(obj.color, 0)
+                    patch[SIZE] = _SIZES.get(obj.size, 0)
+            for text in image.texts:
+                if text.level == "word" and _inside(text.bbox, x, y):
+                    patch[WORD] = _WORDS.get(text.text.lower(), 0)
+                    left, _, width, _ = text.bbox
+                    index = min(
+                        len(text.text) - 1, int((x - left) / max(width, 1) * len(text.text))
+                    )
+                    character = text.text[index].lower()
+                    patch[LETTER] = LETTERS.index(character) + 1 if character in LETTERS else 0
+    return labels
+
+
+def _inside(box: tuple[int, int, int, int], x: float, y: float) -> bool:
+    left, top, width, height = box
+    return left <= x <= left + width and top <= y <= top + height
