@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from llavakit.demo.ablations import ABLATIONS
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -21,8 +23,9 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--ablation",
-        choices=["llavar"],
-        help="also train without the text-rich (LLaVAR) data to measure the reading gap",
+        choices=list(ABLATIONS),
+        help="also train stages 1 and 2 again at the same budget: without the text-rich "
+        "(LLaVAR) data (the reading gap), or with LLaVAR's high-resolution branch (small text)",
     )
     parser.add_argument(
         "--smoke", action="store_true", help="tiny sizes (under a minute), for tests"

@@ -50,6 +50,17 @@ def make_noisy_data(out: Path, sizes: DemoSizes) -> dict:
     return {"noisy_report": report, "ocr_images": len(stored)}
 
 
+def conversation_list(out: Path, sizes: DemoSizes) -> Path:
+    """The OCR'd images the teacher writes conversations for: the first `llavar_conversations`.
+
+    As in LLaVAR (16K conversations beside 422K noisy OCR records), the OCR-grounded
+    conversations cover a subset of the text-rich images that the noisy data covers."""
+    records = (out / "data" / "text_images_ocr.jsonl").read_text().splitlines()
+    path = out / "data" / "text_images_conversations.jsonl"
+    path.write_text("".join(line + "\n" for line in records[: sizes.llavar_conversations]))
+    return path
+
+
 def make_conversations(
     out: Path, sizes: DemoSizes, captioner_checkpoint: str, captioner_key: str
 ) -> dict:
@@ -69,7 +80,7 @@ def make_conversations(
         ConversationOptions(
             out=target,
             images=out / "world" / "images",
-            lists=(out / "data" / "text_images_ocr.jsonl",),
+            lists=(conversation_list(out, sizes),),
             captioner_name=f"stage1:{captioner_key}",
             progress=True,
         ),

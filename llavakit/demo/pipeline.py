@@ -66,7 +66,12 @@ def make_world(out: Path, sizes: DemoSizes) -> dict:
     from llavakit.world import generate_world
 
     summary = generate_world(
-        out / "world", sizes.n_scenes, sizes.n_text_images, seed=sizes.seed, progress=True
+        out / "world",
+        sizes.n_scenes,
+        sizes.n_text_images,
+        seed=sizes.seed,
+        small_text_fraction=sizes.small_text_fraction,
+        progress=True,
     )
     return {"counts": summary.counts}
 
@@ -123,9 +128,24 @@ def _one_caption_per_image(path: Path, sizes: DemoSizes) -> None:
 
 
 def stage_recipe(
-    out: Path, sizes: DemoSizes, stage: str, tag: str, sources: list[str], init_from=None
+    out: Path,
+    sizes: DemoSizes,
+    stage: str,
+    tag: str,
+    sources: list[str],
+    init_from=None,
+    highres: bool = False,
 ):
-    from llavakit.config import DataConfig, DataSource, ModelConfig, RecipeConfig, TrainConfig
+    """One stage's recipe; `highres` adds LLaVAR's high-resolution branch (a 4 x 4 grid of
+    crops read by a copy of the tower through cross-attention)."""
+    from llavakit.config import (
+        DataConfig,
+        DataSource,
+        HighresSettings,
+        ModelConfig,
+        RecipeConfig,
+        TrainConfig,
+    )
 
     align = stage == "align"
     model = ModelConfig(
@@ -136,6 +156,7 @@ def stage_recipe(
         image_aspect_ratio="pad",
         template=TEMPLATE,
         max_length=sizes.max_length,
+        highres=HighresSettings(grid=4) if highres else None,
     )
     data = DataConfig(
         train=[DataSource(path=str(out / "data" / f"{name}.json")) for name in sources],
@@ -165,24 +186,30 @@ def stage_recipe(
 
 
 def train_stage(
-    out: Path, sizes: DemoSizes, stage: str, tag: str, sources: list[str], init_from=None
+    out: Path,
+    sizes: DemoSizes,
+    stage: str,
+    tag: str,
+    sources: list[str],
+    init_from=None,
+    highres: bool = False,
+    curve: bool = True,
 ) -> dict:
     import shutil
 
     from llavakit.train.run import train
 
     shutil.rmtree(out / tag, ignore_errors=True)
-    curve = accuracy_curve(out, sizes, init_from) if stage == "instruct" else None
-    folder = train(
-        stage_recipe(out, sizes, stage, tag, sources, init_from), callbacks=[curve] if curve else []
-    )
+    scorer = accuracy_curve(out, sizes, init_from) if stage == "instruct" and curve else None
+    recipe = stage_recipe(out, sizes, stage, tag, sources, init_from, highres)
+    folder = train(recipe, callbacks=[scorer] if scorer else [])
     history = json.loads((folder / "loss_history.json").read_text())
     metadata = json.loads((folder / "config.json").read_text()).get("metadata", {})
     return {
         "checkpoint": str(folder),
         "loss": history,
         "stopped_by_budget": metadata.get("stopped_by_time_budget", False),
-        "curve": curve.points if curve else [],
+        "curve": scorer.points if scorer else [],
     }
 
 
@@ -207,6 +234,7 @@ def accuracy_curve(out: Path, sizes: DemoSizes, init_from: str | None):
 
 
 def evaluate(out: Path, sizes: DemoSizes, checkpoint: str, tag: str) -> dict:
+    from llavakit.demo.report import interval95
     from llavakit.eval.answer import AnswerSettings, answer_questions
     from llavakit.eval.tasks.world import score_world
     from llavakit.infer.engine import Engine
@@ -229,8 +257,12 @@ def evaluate(out: Path, sizes: DemoSizes, checkpoint: str, tag: str) -> dict:
         json.dumps({k: v for k, v in result.items() if k != "items"}, indent=1)
     )
     metrics = result["metrics"]
+    scores: dict[str, list[float]] = {}
+    for item in result["items"]:
+        scores.setdefault(item["category"], []).append(item["score"])
     return {
         "accuracy": {c: metrics[c] / 100 for c in result["n_questions_by_category"]},
+        "interval": {c: interval95(scores[c]) for c in result["n_questions_by_category"]},
         "n_questions": result["n_questions_by_category"],
     }
 
@@ -295,7 +327,7 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     steps = StepCache(out, fresh=fresh, log=log)
     s = sizes.to_dict()
-    world_sizes = {k: s[k] for k in ("n_scenes", "n_text_images", "seed")}
+    world_sizes = {k: s[k] for k in ("n_scenes", "n_text_images", "small_text_fraction", "seed")}
     world = steps.run("world", world_sizes, lambda: make_world(out, sizes))
     data = steps.run(
         "data",
@@ -312,7 +344,7 @@ def run_demo(
     )
     llavar = steps.run(
         "llavar_conversations",
-        {"stage1": stage1["key"], "data": data["key"]},
+        {"stage1": stage1["key"], "data": data["key"], "images": sizes.llavar_conversations},
         lambda: make_conversations(out, sizes, stage1["checkpoint"], stage1["key"][:16]),
     )
     stage2 = steps.run(
@@ -334,13 +366,14 @@ def run_demo(
         "chat", {"stage2": stage2["key"]}, lambda: sample_chat(out, stage2["checkpoint"])
     )
     extra: dict[str, Any] = {}
-    if ablation == "llavar":
-        extra["ablation"] = run_llavar_ablation(out, sizes, steps, stage0)
-    elif ablation:
-        raise ValueError(f"unknown ablation {ablation!r}; known: llavar")
+    if ablation:
+        from llavakit.demo.ablations import run_ablation
+
+        extra["ablation"] = run_ablation(ablation, out, sizes, steps, stage0)
     report = {
         "accuracy": eval2["accuracy"],
         "accuracy_stage1": eval1["accuracy"],
+        "interval": eval2["interval"],
         "n_questions": eval2["n_questions"],
         "seconds": steps.seconds(),
         "total_seconds": round(sum(steps.seconds().values()), 1),
@@ -364,26 +397,3 @@ def demo_time_curve(points: list[dict], seconds: dict[str, float]) -> list[dict]
     """Stage-2 curve points with `demo_seconds`: every step before stage 2 plus training so far."""
     before = sum(seconds.get(step, 0.0) for step in BEFORE_STAGE2)
     return [point | {"demo_seconds": round(before + point["train_seconds"], 1)} for point in points]
-
-
-def run_llavar_ablation(out: Path, sizes: DemoSizes, steps: StepCache, stage0: dict) -> dict:
-    """The same training budget without the text-rich (LLaVAR) data: the reading gap."""
-    s = sizes.to_dict()
-    stage1 = steps.run(
-        "ablation_stage1",
-        {"stage0": stage0["key"], "sizes": s},
-        lambda: train_stage(out, sizes, "align", "ablation_stage1", ["pretrain"]),
-    )
-    stage2 = steps.run(
-        "ablation_stage2",
-        {"stage1": stage1["key"], "sizes": s},
-        lambda: train_stage(
-            out, sizes, "instruct", "ablation_model", ["instruct", "vqa"], stage1["checkpoint"]
-        ),
-    )
-    scores = steps.run(
-        "ablation_eval",
-        {"stage2": stage2["key"], "sizes": s},
-        lambda: evaluate(out, sizes, stage2["checkpoint"], "no_llavar"),
-    )
-    return {"accuracy_without_llavar": scores["accuracy"]}

@@ -3,10 +3,40 @@
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Sequence
 from pathlib import Path
 
 TARGETS = {"existence": 0.95, "colour": 0.95, "counting": 0.85, "position": 0.85, "reading": 0.7}
 """Held-out accuracy targets after stage 2 (issue: embedded world and demo)."""
+ABLATION_COLUMNS = {
+    "accuracy_without_llavar": "final without LLaVAR data",
+    "accuracy_with_highres": "final with the high-res branch",
+}
+"""Report columns of the demo's ablations (demo/ablations.py), by their result key."""
+
+
+def ablation_columns(report: dict) -> dict[str, dict[str, float]]:
+    """Column title -> accuracy per category, for every ablation the report holds."""
+    found = report.get("ablation", {})
+    return {title: found[key] for key, title in ABLATION_COLUMNS.items() if key in found}
+
+
+def interval95(scores: Sequence[float]) -> tuple[float, float]:
+    """95% interval of a mean score: Wilson's for right/wrong scores (sound near 0 and 1), the
+    normal approximation for fractional ones (detail's share of objects named)."""
+    n = len(scores)
+    if n == 0:
+        return (0.0, 1.0)
+    mean = sum(scores) / n
+    z = 1.96
+    if all(score in (0.0, 1.0) for score in scores):
+        centre = (mean + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * math.sqrt(mean * (1 - mean) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    else:
+        variance = sum((score - mean) ** 2 for score in scores) / max(1, n - 1)
+        centre, half = mean, z * math.sqrt(variance / n)
+    return (round(max(0.0, centre - half), 3), round(min(1.0, centre + half), 3))
 
 
 def write_report(out: Path, report: dict) -> None:
@@ -19,21 +49,23 @@ def write_report(out: Path, report: dict) -> None:
 
 
 def markdown(report: dict) -> str:
-    ablation = report.get("ablation", {}).get("accuracy_without_llavar")
-    header = "| category | questions | stage 1 only | final | target |"
-    rule = "|---|---|---|---|---|"
-    if ablation:
-        header += " final without LLaVAR data |"
+    ablations = ablation_columns(report)
+    header = "| category | questions | stage 1 only | final | final, 95% interval | target |"
+    rule = "|---|---|---|---|---|---|"
+    for title in ablations:
+        header += f" {title} |"
         rule += "---|"
     rows = [header, rule]
     for category, n in report["n_questions"].items():
         target = TARGETS.get(category)
+        low, high = report.get("interval", {}).get(category, (0.0, 1.0))
         row = (
             f"| {category} | {n} | {report['accuracy_stage1'].get(category, 0):.2f} | "
-            f"{report['accuracy'][category]:.2f} | {f'≥ {target:.2f}' if target else '-'} |"
+            f"{report['accuracy'][category]:.2f} | {low:.2f}-{high:.2f} | "
+            f"{f'≥ {target:.2f}' if target else '-'} |"
         )
-        if ablation:
-            row += f" {ablation.get(category, 0):.2f} |"
+        for values in ablations.values():
+            row += f" {values.get(category, 0):.2f} |"
         rows.append(row)
     seconds = "\n".join(f"| {step} | {s:.1f} |" for step, s in report["seconds"].items())
     chat = "\n".join(
@@ -100,9 +132,7 @@ def plot_accuracy(path: Path, report: dict) -> None:
 
     categories = list(report["n_questions"])
     series = {"stage 1 only": report["accuracy_stage1"], "final": report["accuracy"]}
-    ablation = report.get("ablation", {}).get("accuracy_without_llavar")
-    if ablation:
-        series["final without LLaVAR data"] = ablation
+    series |= ablation_columns(report)
     width = 0.8 / len(series)
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(categories)), 3.8))
     for index, (name, values) in enumerate(series.items()):

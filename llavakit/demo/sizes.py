@@ -13,9 +13,15 @@ class DemoSizes:
     n_scenes: int = 5000
     """Scenes drawn (90% train). Many distinct images seen about once each did better held out
     than 1,400 seen for four epochs (colour 0.70 vs 0.60, counting 0.70 vs 0.55; 40 questions)."""
-    n_text_images: int = 1000
-    ocr_images: int = 900
+    n_text_images: int = 1300
+    small_text_fraction: float = 0.2
+    """Share of text images with deliberately small text (`reading_small`: illegible to the base
+    tower, the case LLaVAR's high-resolution branch is for)."""
+    ocr_images: int = 1170
     """Text-rich training images read with PP-OCRv4 (the slowest data step on a CPU)."""
+    llavar_conversations: int = 400
+    """Of those, the images the teacher writes OCR-grounded conversations for (each needs a
+    caption from the stage-1 model first)."""
     seed: int = 0
     image_size: int = 96
     """Resolution of the world's CLIP tower (its patches become image tokens)."""
@@ -51,7 +57,7 @@ class DemoSizes:
     vision_lr: float = 2e-4
     batch_size: int = 32
     max_length: int = 384
-    eval_per_category: int = 40
+    eval_per_category: int = 120
     """Benchmark questions per category (0 = all)."""
     curve_every_s: float | None = 60
     """Score the held-out benchmark this often during stage 2 (accuracy against time)."""

@@ -67,13 +67,45 @@ def make_stage0(out: Path, sizes: DemoSizes) -> dict:
             progress=False,
         )
         clip = clip_job.result()
+    lm["benchmark_in_words"] = benchmark_in_words(out, sizes)
     return {"clip": _scalars(clip), "llm": _scalars(lm)}
+
+
+def benchmark_in_words(out: Path, sizes: DemoSizes) -> dict[str, float]:
+    """The stage-0 LLM on the held-out benchmark with each image written in words: what the
+    language side brings before LLaVA training (the text-only version of the benchmark)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llavakit.world import build_benchmark, load_split
+    from llavakit.world.benchmark import score_answer
+    from llavakit.world.stage0_text import answer_in_words
+
+    split = load_split(out / "world", "eval")
+    per_category: dict[str, list] = {}
+    for question in build_benchmark(split, seed=sizes.seed):
+        kept = per_category.setdefault(question.category, [])
+        if question.category != "detail" and len(kept) < sizes.eval_per_category:
+            kept.append(question.to_json())
+    questions = [q for kept in per_category.values() for q in kept]
+    folder = out / "stage0" / "llm"
+    replies = answer_in_words(
+        AutoModelForCausalLM.from_pretrained(folder),
+        AutoTokenizer.from_pretrained(folder),
+        TEMPLATE,
+        questions,
+        {image.file_name: image for image in split.images},
+    )
+    scores: dict[str, list[float]] = {}
+    for question, reply in zip(questions, replies):
+        score = score_answer(question["category"], question["answer"], reply)
+        scores.setdefault(question["category"], []).append(score)
+    return {category: round(sum(v) / len(v), 3) for category, v in scores.items()}
 
 
 def train_world_clip(out: Path, sizes: DemoSizes, threads: int) -> dict:
     """The world's CLIP on the training split's image-caption pairs (run in its own process)."""
     from llavakit.world import load_split
-    from llavakit.world.region_labels import HEADS, patch_labels
+    from llavakit.world.region_labels import label_classes, patch_labels
     from llavakit.world.stage0 import train_clip
 
     split = load_split(out / "world", "train")
@@ -99,7 +131,7 @@ def train_world_clip(out: Path, sizes: DemoSizes, threads: int) -> dict:
         time_budget_s=sizes.clip_budget_s,
         threads=threads,
         patch_labels=labels,
-        label_classes=HEADS,
+        label_classes=label_classes(sizes.image_size // sizes.patch_size),
         precision=sizes.precision,
         progress=False,
     )

@@ -6,7 +6,8 @@ on a few thousand captions does not get there by contrast alone. A region-level 
 the contrastive one (in the spirit of RegionCLIP/GLIP's grounding losses) gives the world's
 tower that knowledge: a linear probe on every patch feature of the layer LLaVA reads must name
 the shape, colour and size of the object under the patch centre, or the word and letter of the
-text under it. The labels come from the world's boxes; the probes are dropped after stage 0.
+text under it, and the patch's own row and column (so the features keep where they are, as real
+CLIP's do). The labels come from the world's boxes; the probes are dropped after stage 0.
 """
 
 from __future__ import annotations
@@ -20,15 +21,21 @@ from llavakit.world.vocabulary import CATEGORIES, OBJECT_COLOURS, SIZES, WORDS
 
 IGNORE = -100
 LETTERS = string.ascii_lowercase
-HEADS = {
-    "shape": 1 + len(CATEGORIES),
-    "colour": 1 + len(OBJECT_COLOURS),
-    "size": 1 + len(SIZES),
-    "word": 1 + len(WORDS),
-    "letter": 1 + len(LETTERS),
-}
-"""Classes of each probe; class 0 is "nothing here" (background, or no text)."""
-SHAPE, COLOUR, SIZE, WORD, LETTER = range(len(HEADS))
+SHAPE, COLOUR, SIZE, WORD, LETTER, ROW, COLUMN = range(7)
+
+
+def label_classes(grid: int) -> dict[str, int]:
+    """Classes of each probe of a `grid` x `grid` tower, in column order. Class 0 is "nothing
+    here" (background, or no text); rows and columns count from 1."""
+    return {
+        "shape": 1 + len(CATEGORIES),
+        "colour": 1 + len(OBJECT_COLOURS),
+        "size": 1 + len(SIZES),
+        "word": 1 + len(WORDS),
+        "letter": 1 + len(LETTERS),
+        "row": 1 + grid,
+        "column": 1 + grid,
+    }
 
 _SHAPES = {name: i for i, name in enumerate(CATEGORIES, start=1)}
 _COLOURS = {name: i for i, name in enumerate(OBJECT_COLOURS, start=1)}
@@ -37,12 +44,12 @@ _WORDS = {word.lower(): i for i, word in enumerate(WORDS, start=1)}
 
 
 def patch_labels(image: WorldImage, grid: int) -> torch.Tensor:
-    """[grid * grid, len(HEADS)] class ids of the patches of a `grid` x `grid` tower, row-major.
+    """[grid * grid, 7] class ids of the patches of a `grid` x `grid` tower, row-major.
 
     A scene labels shape, colour and size (later objects are drawn on top) and has no text; a
     text image labels the word and letter under each patch (letters spread evenly over a word's
     box) and leaves the shape probes out (IGNORE)."""
-    labels = torch.zeros(grid * grid, len(HEADS), dtype=torch.long)
+    labels = torch.zeros(grid * grid, len(label_classes(grid)), dtype=torch.long)
     if not image.is_scene:
         labels[:, [SHAPE, COLOUR, SIZE]] = IGNORE
     for row in range(grid):
@@ -50,6 +57,7 @@ def patch_labels(image: WorldImage, grid: int) -> torch.Tensor:
             x = (col + 0.5) * image.width / grid
             y = (row + 0.5) * image.height / grid
             patch = labels[row * grid + col]
+            patch[ROW], patch[COLUMN] = row + 1, col + 1
             for obj in image.objects if image.is_scene else ():
                 if _inside(obj.bbox, x, y):
                     patch[SHAPE] = _SHAPES[obj.category]

@@ -33,7 +33,7 @@ def _table_rows(text: str, first_cell: str) -> list[list[str]]:
 
 def test_accuracy_table_has_one_cell_per_column_with_and_without_the_ablation():
     ablation = {"ablation": {"accuracy_without_llavar": {"existence": 0.75, "reading": 0.0}}}
-    for extra, columns in (({}, 5), (ablation, 6)):
+    for extra, columns in (({}, 6), (ablation, 7)):
         rows = _table_rows(markdown(_report(**extra)), "category")
         assert [len(row) for row in rows] == [columns] * 4, rows
     assert rows[0][-1] == "final without LLaVAR data" and rows[2][-1] == "0.75"

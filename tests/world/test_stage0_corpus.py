@@ -9,7 +9,7 @@ import torch
 
 from llavakit.conversation import encode
 from llavakit.world.annotations import load_split
-from llavakit.world.region_labels import HEADS, IGNORE, LETTERS, patch_labels
+from llavakit.world.region_labels import IGNORE, LETTERS, label_classes, patch_labels
 from llavakit.world.stage0_text import conversations_in_words, image_in_words
 from llavakit.world.vocabulary import CATEGORIES, OBJECT_COLOURS, SIZES, WORDS
 from llavakit.world.vqa import write_vqa
@@ -77,8 +77,10 @@ def test_patch_labels_name_what_lies_under_each_patch_centre(world_dir):
     grid = 8
     for image in split.scenes()[:10]:
         labels = patch_labels(image, grid)
-        assert labels.shape == (grid * grid, len(HEADS))
-        assert (labels[:, 3:] == 0).all()  # no text in a scene
+        assert labels.shape == (grid * grid, len(label_classes(grid)))
+        assert (labels[:, 3:5] == 0).all()  # no text in a scene
+        assert labels[:, 5].tolist() == [1 + i // grid for i in range(grid * grid)]
+        assert labels[:, 6].tolist() == [1 + i % grid for i in range(grid * grid)]
         for obj in image.objects:
             x, y, w, h = obj.bbox
             col = min(grid - 1, int((x + w / 2) / image.width * grid))
