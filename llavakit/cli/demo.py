@@ -28,12 +28,19 @@ def register(subparsers) -> None:
         "(LLaVAR) data (the reading gap), or with LLaVAR's high-resolution branch (small text)",
     )
     parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the world, the data and every model (the README reports seeds 0-2)",
+    )
+    parser.add_argument(
         "--smoke", action="store_true", help="tiny sizes (under a minute), for tests"
     )
     parser.set_defaults(func=_demo)
 
 
 def _demo(args) -> int:
+    import dataclasses
     import logging
 
     from llavakit.demo.pipeline import run_demo
@@ -41,6 +48,7 @@ def _demo(args) -> int:
 
     logging.basicConfig(level=logging.WARNING)
     sizes = SMOKE if args.smoke else for_budget(args.minutes)
+    sizes = dataclasses.replace(sizes, seed=args.seed)
     report = run_demo(args.out, sizes, fresh=args.fresh, ablation=args.ablation)
     print("\nheld-out accuracy (stage 1 only -> final):")
     for category, value in report["accuracy"].items():
