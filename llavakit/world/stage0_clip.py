@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from llavakit.image import CLIP_MEAN, CLIP_STD
+from llavakit.image_config import CLIP_MEAN, CLIP_STD
 from llavakit.world.stage0_loop import LoopConfig, mean_of_tail, run_loop, seeded_and_threaded
 
 MAX_CAPTION_TOKENS = 77
