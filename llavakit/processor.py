@@ -18,6 +18,7 @@ from PIL import Image
 from llavakit.config import ModelConfig
 from llavakit.conversation import IGNORE_INDEX, IMAGE_TOKEN, get_template
 from llavakit.conversation import encode as encode_conversation
+from llavakit.data.collate import collate_samples
 from llavakit.image import anyres_tiles, expand_to_square, preprocess, to_pixel_values
 from llavakit.image_config import ImageProcessorConfig
 from llavakit.image_tokens import ImageTokens
@@ -227,8 +228,6 @@ class LlavaProcessor:
             self.encode(messages, imgs, add_generation_prompt=True)
             for messages, imgs in zip(conversations, images)
         ]
-        from llavakit.data.collate import collate_samples
-
         return collate_samples(samples, self.pad_token_id, padding_side="left")
 
     @property
