@@ -108,9 +108,9 @@ def write_checkpoint(workdir: Path, kind: str, aspect: str) -> Path:
     )
 
     from llavakit.config import ModelConfig
-    from llavakit.image import ImageProcessorConfig
+    from llavakit.image_config import ImageProcessorConfig
     from llavakit.model.io import build_model, save_checkpoint
-    from llavakit.world.stage0_tokenizer import train_tokenizer
+    from llavakit.world.stage0.tokenizer import train_tokenizer
 
     torch.manual_seed(0)
     llm_dir, clip_dir = workdir / kind / "llm", workdir / kind / "clip"

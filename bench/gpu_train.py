@@ -214,14 +214,14 @@ def build_baseline(shape: Shape, dtype, device):
 
 # ---- batches -------------------------------------------------------------------------------
 def llavakit_batches(samples, micro: int, shape: Shape):
-    from llavakit.data.packing import PackingCollator
+    from llavakit.data.collate import PackingCollator
 
     collate = PackingCollator(pad_token_id=0, max_length=shape.max_length)
     return [collate(samples[i : i + micro]) for i in range(0, len(samples), micro)]
 
 
 def baseline_batches(samples, micro: int, shape: Shape):
-    from llavakit.processor import collate_samples
+    from llavakit.data.collate import collate_samples
 
     batches = []
     for i in range(0, len(samples), micro):
@@ -232,7 +232,7 @@ def baseline_batches(samples, micro: int, shape: Shape):
 
 
 def llavakit_padded_batches(samples, micro: int, shape: Shape):
-    from llavakit.data.dataset import Collator
+    from llavakit.data.collate import Collator
 
     collate = Collator(pad_token_id=0)
     return [collate(samples[i : i + micro]) for i in range(0, len(samples), micro)]

@@ -33,10 +33,10 @@ from PIL import Image, ImageDraw, ImageFont
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from llavakit.datagen.llavar import ImageItem  # noqa: E402
-from llavakit.datagen.llavar_filter import FilterThresholds, drop_reason, text_scores  # noqa: E402
-from llavakit.datagen.llavar_ocr import OcrConfig, OcrResult, run_ocr  # noqa: E402
-from llavakit.datagen.ocr import make_engine, read_image  # noqa: E402
+from llavakit.datagen.llavar.filter import FilterThresholds, drop_reason, text_scores  # noqa: E402
+from llavakit.datagen.llavar.items import ImageItem  # noqa: E402
+from llavakit.datagen.llavar.ocr import OcrConfig, OcrResult, run_ocr  # noqa: E402
+from llavakit.datagen.ocr.engines import make_engine, read_image  # noqa: E402
 
 FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
 FACES = (

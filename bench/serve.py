@@ -93,9 +93,9 @@ def write_checkpoint(workdir: Path) -> Path:
 
     from llavakit.config import ModelConfig
     from llavakit.conversation import get_template
-    from llavakit.image import ImageProcessorConfig
+    from llavakit.image_config import ImageProcessorConfig
     from llavakit.model.io import build_model, save_checkpoint
-    from llavakit.world.stage0_tokenizer import train_tokenizer
+    from llavakit.world.stage0.tokenizer import train_tokenizer
 
     torch.manual_seed(SEED)
     llm_dir, clip_dir = workdir / "llm", workdir / "clip"

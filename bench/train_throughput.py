@@ -145,8 +145,8 @@ def write_models(
     import torch
     from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
-    from llavakit.image import ImageProcessorConfig
-    from llavakit.world.stage0_tokenizer import train_tokenizer
+    from llavakit.image_config import ImageProcessorConfig
+    from llavakit.world.stage0.tokenizer import train_tokenizer
 
     torch.manual_seed(seed)
     llm_dir, clip_dir = folder / "llm", folder / "clip"
@@ -308,7 +308,7 @@ class PadToLongest:
         self.pad_token_id, self.ours, self.theirs = pad_token_id, ours, theirs
 
     def __call__(self, samples):
-        from llavakit.processor import collate_samples
+        from llavakit.data.collate import collate_samples
 
         batch = collate_samples(samples, self.pad_token_id)
         assert not (batch["input_ids"] == self.theirs).any(), "placeholder id used by the text"

@@ -16,19 +16,13 @@ import torch
 from PIL import Image
 
 from llavakit.config import ModelConfig
-from llavakit.conversation import IGNORE_INDEX, get_template
+from llavakit.conversation import IGNORE_INDEX, IMAGE_TOKEN, get_template
 from llavakit.conversation import encode as encode_conversation
-from llavakit.image import (
-    ImageProcessorConfig,
-    anyres_feature_count,
-    anyres_tiles,
-    expand_to_square,
-    parse_grid_pinpoints,
-    preprocess,
-    to_pixel_values,
-)
+from llavakit.data.collate import collate_samples
+from llavakit.image import anyres_tiles, expand_to_square, preprocess, to_pixel_values
+from llavakit.image_config import ImageProcessorConfig
+from llavakit.image_tokens import ImageTokens
 
-IMAGE_TOKEN = "<image>"
 IM_START_TOKEN = "<im_start>"
 IM_END_TOKEN = "<im_end>"
 
@@ -61,6 +55,7 @@ class VisionGeometry:
     image_size: int
     patch_size: int
     features_per_crop: int
+    """Feature vectors the tower gives per crop (CLS included or not, before the projector)."""
     highres_crop_size: int | None = None
     """Input side of the LLaVAR high-res encoder, when the model has one."""
 
@@ -91,25 +86,16 @@ class LlavaProcessor:
                 tokenizer.convert_tokens_to_ids(IM_START_TOKEN),
                 tokenizer.convert_tokens_to_ids(IM_END_TOKEN),
             )
-        self.pinpoints = (
-            parse_grid_pinpoints(model_config.image_grid_pinpoints, geometry.image_size)
-            if model_config.image_aspect_ratio == "anyres"
-            else None
+        self.image_tokens = ImageTokens.for_model(
+            model_config, geometry.image_size, geometry.patch_size, geometry.features_per_crop
         )
+        pinpoints = self.image_tokens.pinpoints
+        self.pinpoints = list(pinpoints) if pinpoints is not None else None
 
     # ---- images ----------------------------------------------------------------------------
     def image_token_count(self, image_size_hw: tuple[int, int]) -> int:
         """Feature vectors (= placeholder tokens) this image becomes."""
-        if self.pinpoints is None:
-            return self.geometry.features_per_crop
-        return anyres_feature_count(
-            image_size_hw,
-            self.pinpoints,
-            self.geometry.image_size,
-            self.geometry.image_size // self.geometry.patch_size,
-            newline=True,
-            max_num_patches=self.model_config.anyres_max_patches,
-        )
+        return self.image_tokens.count(image_size_hw)
 
     def preprocess_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         """[n_crops, 3, S, S] float32 for a list of RGB images."""
@@ -174,7 +160,7 @@ class LlavaProcessor:
         n_tags = encoded.input_ids.count(self.image_token_id)
         if n_tags != len(image_sizes):
             raise SampleError(
-                f"the text has {n_tags} <image> tag(s) but {len(image_sizes)} image(s) were given"
+                f"the text has {n_tags} {IMAGE_TOKEN} tag(s) but {len(image_sizes)} image(s) were given"
             )
         sizes = list(image_sizes)
         ids, labels, spans = self._expand(encoded.input_ids, encoded.labels, sizes)
@@ -254,37 +240,6 @@ class LlavaProcessor:
     def save_pretrained(self, folder) -> None:
         self.tokenizer.save_pretrained(folder)
         self.image_config.save_pretrained(folder)
-
-
-def collate_samples(
-    samples: Sequence[EncodedSample], pad_token_id: int, padding_side: str = "right"
-) -> dict[str, torch.Tensor]:
-    """Pad a list of samples into a batch.
-
-    returns input_ids/labels/attention_mask [B, T]; pixel_values [n_crops, 3, S, S] when any
-    sample has images; image_sizes [n_images, 2].
-    """
-    longest = max(len(s.input_ids) for s in samples)
-    input_ids = torch.full((len(samples), longest), pad_token_id, dtype=torch.long)
-    labels = torch.full((len(samples), longest), IGNORE_INDEX, dtype=torch.long)
-    attention_mask = torch.zeros((len(samples), longest), dtype=torch.long)
-    for row, sample in enumerate(samples):
-        n = len(sample.input_ids)
-        cols = slice(longest - n, longest) if padding_side == "left" else slice(0, n)
-        input_ids[row, cols] = torch.tensor(sample.input_ids)
-        labels[row, cols] = torch.tensor(sample.labels)
-        attention_mask[row, cols] = 1
-    batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
-    crops = [s.pixel_values for s in samples if s.pixel_values is not None]
-    if crops:
-        batch["pixel_values"] = torch.from_numpy(np.concatenate(crops, axis=0))
-        batch["image_sizes"] = torch.tensor(
-            [size for s in samples for size in s.image_sizes], dtype=torch.long
-        )
-    highres = [s.highres_pixel_values for s in samples if s.highres_pixel_values is not None]
-    if highres:
-        batch["highres_pixel_values"] = torch.from_numpy(np.concatenate(highres, axis=0))
-    return batch
 
 
 def highres_crops(

@@ -16,22 +16,21 @@ from transformers.models.llava_next.image_processing_pil_llava_next import (
 )
 
 from llavakit.image import (
-    CLIP_MEAN,
-    CLIP_STD,
-    ImageConfigError,
     ImageLoadError,
-    ImageProcessorConfig,
-    anyres_feature_count,
-    anyres_grid_shape,
     anyres_tiles,
-    capped_grid_shape,
     expand_to_square,
     load_image,
-    parse_grid_pinpoints,
     preprocess,
     resize_and_center_crop,
-    select_best_resolution,
     to_pixel_values,
+)
+from llavakit.image_config import CLIP_MEAN, CLIP_STD, ImageConfigError, ImageProcessorConfig
+from llavakit.image_tokens import (
+    anyres_feature_count,
+    anyres_grid_shape,
+    capped_grid_shape,
+    parse_grid_pinpoints,
+    select_best_resolution,
     unpadded_grid_shape,
 )
 

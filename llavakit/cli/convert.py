@@ -97,7 +97,7 @@ def _export_hf(args) -> int:
 
 
 def _import_hf(args) -> int:
-    from llavakit.model.convert_hf import import_hf
+    from llavakit.model.convert_hf_import import import_hf
 
     return _report(import_hf(args.hf_dir, args.out, args.template, args.image_aspect_ratio))
 

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
-import os
 from pathlib import Path
 
-from llavakit.cli import CommandError
+from llavakit.cli import CommandError, llavar
+from llavakit.cli.teacher_options import add_teacher_arguments, teacher_config
 
 
 def _types(value: str) -> tuple[str, ...]:
@@ -42,64 +40,6 @@ def _run_llava(args: argparse.Namespace) -> int:
     except TeacherError as error:
         raise CommandError(str(error)) from error
     return 0
-
-
-def add_teacher_arguments(parser: argparse.ArgumentParser) -> None:
-    """The teacher options of every teacher-driven verb (LLaVA data, LLaVAR conversations)."""
-    teacher = parser.add_argument_group("teacher")
-    teacher.add_argument(
-        "--teacher",
-        choices=("openai", "symbolic"),
-        default="openai",
-        help="an OpenAI-compatible LLM (default) or the synthetic world's symbolic teacher",
-    )
-    teacher.add_argument(
-        "--base-url",
-        default=os.environ.get("OPENAI_BASE_URL"),
-        help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (default: $OPENAI_BASE_URL)",
-    )
-    teacher.add_argument(
-        "--model",
-        default=os.environ.get("OPENAI_MODEL"),
-        help="teacher model name (default: $OPENAI_MODEL); the API key is read from $OPENAI_API_KEY",
-    )
-    teacher.add_argument("--concurrency", type=int, default=8, help="requests in flight")
-    teacher.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
-    teacher.add_argument("--max-tries", type=int, default=5, help="tries on 429/5xx/timeouts")
-    teacher.add_argument("--temperature", type=float, default=1.0)
-    teacher.add_argument(
-        "--price-input", type=float, default=0.0, help="price per 1M prompt tokens"
-    )
-    teacher.add_argument(
-        "--price-output", type=float, default=0.0, help="price per 1M completion tokens"
-    )
-    teacher.add_argument("--max-cost", type=float, help="stop sending once this cost is reached")
-    teacher.add_argument("--max-requests", type=int, help="stop after this many HTTP requests")
-    teacher.add_argument(
-        "--cache", type=Path, help="SQLite answer cache (default: <out stem>.cache.sqlite)"
-    )
-
-
-def teacher_config(args: argparse.Namespace):
-    """TeacherConfig from the teacher options; None for the symbolic teacher."""
-    if args.teacher == "symbolic":
-        return None
-    from llavakit.datagen.teacher import TeacherConfig
-
-    if not args.model:
-        raise CommandError("--model is required with the LLM teacher (or set OPENAI_MODEL)")
-    return TeacherConfig(
-        model=args.model,
-        base_url=args.base_url,
-        concurrency=args.concurrency,
-        timeout_s=args.timeout,
-        max_tries=args.max_tries,
-        price_input_per_1m=args.price_input,
-        price_output_per_1m=args.price_output,
-        max_cost=args.max_cost,
-        max_requests=args.max_requests,
-        cache_path=args.cache,
-    )
 
 
 def _run_pretrain(args: argparse.Namespace) -> int:
@@ -149,7 +89,7 @@ def _add_llava(subparsers: argparse._SubParsersAction) -> None:
         help="what to do with annotated images whose file is missing (default: skip and count)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_teacher_arguments(parser)
+    add_teacher_arguments(parser, generating=True)
     parser.set_defaults(func=_run_llava)
 
 
@@ -175,5 +115,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=lambda args: parser.print_help() or 1)
     _add_llava(kinds)
     _add_pretrain(kinds)
-    if importlib.util.find_spec("llavakit.cli.llavar") is not None:
-        importlib.import_module("llavakit.cli.llavar").register(kinds)
+    llavar.register(kinds)

@@ -7,9 +7,8 @@ import argparse
 from pathlib import Path
 
 from llavakit.cli import CommandError
-from llavakit.cli.datagen import add_teacher_arguments, teacher_config
-
-ENGINES = ("rapidocr", "tesseract", "easyocr")
+from llavakit.cli.teacher_options import add_teacher_arguments, teacher_config
+from llavakit.datagen.ocr import DEFAULT_MIN_CONFIDENCE, DEFAULT_SHORT_EDGE, ENGINE_NAMES
 
 
 # ---- shared arguments ----------------------------------------------------------------------------
@@ -34,7 +33,7 @@ def _add_inputs(parser: argparse.ArgumentParser) -> None:
 
 def _add_ocr(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("OCR")
-    group.add_argument("--engine", choices=ENGINES, default="rapidocr", help="OCR engine")
+    group.add_argument("--engine", choices=ENGINE_NAMES, default="rapidocr", help="OCR engine")
     group.add_argument(
         "--full-size", action="store_true", help="OCR at full resolution, not a 384 px short edge"
     )
@@ -50,27 +49,24 @@ def _add_ocr(parser: argparse.ArgumentParser) -> None:
 
 
 def _shard(args: argparse.Namespace):
-    from llavakit.datagen.llavar import Shard
+    from llavakit.datagen.llavar.items import Shard
 
     return Shard(args.num_shards, args.shard_index)
 
 
 def _ocr_config(args: argparse.Namespace):
-    from llavakit.datagen.llavar_ocr import OcrConfig
-    from llavakit.datagen.ocr import DEFAULT_SHORT_EDGE
+    from llavakit.datagen.llavar.ocr import OcrConfig
 
     return OcrConfig(engine=args.engine, short_edge=None if args.full_size else DEFAULT_SHORT_EDGE)
 
 
 def _min_confidence(args: argparse.Namespace) -> float:
-    from llavakit.datagen.ocr import DEFAULT_MIN_CONFIDENCE
-
     return DEFAULT_MIN_CONFIDENCE if args.min_confidence is None else args.min_confidence
 
 
 def _calling(function, *arguments) -> int:
     """Call a step, turning a missing OCR engine into a clean command error."""
-    from llavakit.datagen.ocr import OcrEngineUnavailable
+    from llavakit.datagen.ocr.engines import OcrEngineUnavailable
 
     try:
         print(function(*arguments))
@@ -81,7 +77,7 @@ def _calling(function, *arguments) -> int:
 
 # ---- filter --------------------------------------------------------------------------------------
 def _run_filter(args: argparse.Namespace) -> int:
-    from llavakit.datagen.llavar_filter import FilterOptions, FilterThresholds, run_filter
+    from llavakit.datagen.llavar.filter import FilterOptions, FilterThresholds, run_filter
 
     given = {
         name: getattr(args, name)
@@ -143,7 +139,7 @@ def _add_filter(steps: argparse._SubParsersAction) -> None:
 
 # ---- cluster -------------------------------------------------------------------------------------
 def _run_cluster(args: argparse.Namespace) -> int:
-    from llavakit.datagen.llavar_cluster import ClusterOptions, run_cluster
+    from llavakit.datagen.llavar.cluster import ClusterOptions, run_cluster
 
     options = ClusterOptions(
         out=args.out,
@@ -185,7 +181,7 @@ def _add_cluster(steps: argparse._SubParsersAction) -> None:
 
 # ---- noisy ---------------------------------------------------------------------------------------
 def _run_noisy(args: argparse.Namespace) -> int:
-    from llavakit.datagen.llavar_noisy import NoisyOptions, run_noisy
+    from llavakit.datagen.llavar.noisy import NoisyOptions, run_noisy
 
     options = NoisyOptions(
         out=args.out,
@@ -222,7 +218,7 @@ def _add_noisy(steps: argparse._SubParsersAction) -> None:
 def _captioner(args: argparse.Namespace):
     if args.no_caption:
         return lambda image: ""
-    from llavakit.datagen.llavar_conversations import engine_captioner
+    from llavakit.datagen.llavar.conversations import engine_captioner
 
     try:
         return engine_captioner(args.captioner, device=args.device)
@@ -233,7 +229,7 @@ def _captioner(args: argparse.Namespace):
 
 
 def _run_conversations(args: argparse.Namespace) -> int:
-    from llavakit.datagen.llavar_conversations import ConversationOptions, run_conversations
+    from llavakit.datagen.llavar.conversations import ConversationOptions, run_conversations
 
     options = ConversationOptions(
         out=args.out,
@@ -284,14 +280,14 @@ def _add_conversations(steps: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", help="device of the captioner")
     parser.add_argument(
         "--extra-engine",
-        choices=ENGINES,
+        choices=ENGINE_NAMES,
         action="append",
         default=[],
         help="a second OCR engine whose reading the teacher also sees (repeatable)",
     )
     parser.add_argument("--prompts", type=Path, help="folder replacing the built-in prompts")
     _add_ocr(parser)
-    add_teacher_arguments(parser)
+    add_teacher_arguments(parser, generating=True)
     parser.set_defaults(func=_run_conversations)
 
 

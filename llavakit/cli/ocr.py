@@ -3,20 +3,64 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
 from llavakit.cli import CommandError
+from llavakit.datagen.ocr import DEFAULT_MIN_CONFIDENCE, DEFAULT_SHORT_EDGE, ENGINE_NAMES
 
-ENGINES = ("rapidocr", "tesseract", "easyocr")
+
+def print_ocr(
+    paths: Sequence[str | Path],
+    engine_name: str = "rapidocr",
+    short_edge: int | None = DEFAULT_SHORT_EDGE,
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    as_json: bool = False,
+    out: IO[str] | None = None,
+) -> int:
+    """Paragraphs per image (or one JSON object per line) on `out`.
+
+    Unreadable images are reported on stderr and skipped; returns 1 if any was, else 0.
+    """
+    from llavakit.datagen.ocr.engines import confident, make_engine, read_image
+    from llavakit.datagen.ocr.layout import merge_paragraphs
+    from llavakit.image import ImageLoadError, load_image
+
+    out = out or sys.stdout
+    engine = make_engine(engine_name)
+    failures = 0
+    for path in paths:
+        try:
+            image = load_image(path)
+        except ImageLoadError as error:
+            print(f"llavakit ocr: {error}", file=sys.stderr)
+            failures += 1
+            continue
+        lines = confident(read_image(image, engine, short_edge), min_confidence)
+        paragraphs = merge_paragraphs(lines)
+        if as_json:
+            record = {
+                "image": str(path),
+                "width": image.width,
+                "height": image.height,
+                "engine": engine.name,
+                "lines": [line.to_dict() for line in lines],
+                "paragraphs": [p.text for p in paragraphs],
+            }
+            print(json.dumps(record, ensure_ascii=False), file=out)
+        else:
+            if len(paths) > 1:
+                print(f"== {path}", file=out)
+            for paragraph in paragraphs:
+                print(paragraph.text, file=out)
+    return 1 if failures else 0
 
 
 def _run(args: argparse.Namespace) -> int:
-    from llavakit.datagen.ocr import (
-        DEFAULT_MIN_CONFIDENCE,
-        DEFAULT_SHORT_EDGE,
-        OcrEngineUnavailable,
-        print_ocr,
-    )
+    from llavakit.datagen.ocr.engines import OcrEngineUnavailable
 
     try:
         return print_ocr(
@@ -54,7 +98,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--engine",
-        choices=ENGINES,
+        choices=ENGINE_NAMES,
         default="rapidocr",
         help="OCR engine (default rapidocr; tesseract needs the tesseract-ocr package)",
     )

@@ -18,9 +18,8 @@ from torch.utils.data import Dataset
 
 from llavakit.config import DataConfig
 from llavakit.conversation import messages_from_llava
-from llavakit.data.feature_cache import FeatureCache, FeatureSample, cached_sample, content_hash
+from llavakit.data.feature_cache import FeatureCache, cached_sample, content_hash
 from llavakit.data.image_check import image_problems, verify_images
-from llavakit.data.packing import vision_inputs
 from llavakit.data.records import (
     DataError,
     RecordProblem,
@@ -203,25 +202,10 @@ class LlavaDataset(Dataset):
 
     def lengths(self) -> list[int]:
         """Approximate token lengths, negative for text-only samples (modality grouping)."""
-        per_image = self.processor.geometry.features_per_crop
+        per_image = self.processor.image_tokens.fewest
         out = []
         for entry in self.entries:
             words = sum(len(t["value"].split()) for t in entry.record["conversations"])
             n_images = len(record_images(entry.record))
             out.append(words + per_image * n_images if n_images else -max(words, 1))
         return out
-
-
-class Collator:
-    """Pads EncodedSamples into a right-padded training batch."""
-
-    def __init__(self, pad_token_id: int):
-        self.pad_token_id = pad_token_id
-
-    def __call__(self, samples: list[EncodedSample]):
-        from llavakit.processor import collate_samples
-
-        batch = collate_samples(samples, self.pad_token_id, padding_side="right")
-        if any(isinstance(s, FeatureSample) for s in samples):
-            batch.update(vision_inputs(samples))
-        return batch

@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from llavakit.files import write_text_atomic
+from llavakit.files import write_atomic, write_text_atomic
 from llavakit.image import load_image
 from llavakit.model.integrity import check_safetensors
 from llavakit.model.vision import VisionTower
@@ -140,9 +139,10 @@ class FeatureCache:
             return
         name = f"shard-{len(list(self.folder.glob('shard-*.safetensors'))):05d}.safetensors"
         tensors = {k: v.detach().contiguous().cpu() for k, (v, _) in features.items()}
-        temporary = self.folder / f".{name}.tmp"
-        save_file(tensors, str(temporary), metadata={"format": "pt"})
-        os.replace(temporary, self.folder / name)
+        write_atomic(
+            self.folder / name,
+            lambda temporary: save_file(tensors, str(temporary), {"format": "pt"}),
+        )
         for image_key, (_, size) in features.items():
             self.index[image_key] = {"shard": name, "image_size": list(size)}
         write_text_atomic(self.folder / INDEX_NAME, json.dumps(self.index))

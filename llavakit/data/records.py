@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-IMAGE_TAG = "<image>"
+from llavakit.conversation import IMAGE_TOKEN
+
 _HUMAN = ("human", "user")
 _GPT = ("gpt", "assistant")
 
@@ -134,12 +135,14 @@ def validate_record(
             continue
         if turn["from"] in _GPT and not value.strip():
             problems.append(problem(f"{where}.value", "empty answer"))
-        n_tags += value.count(IMAGE_TAG)
+        n_tags += value.count(IMAGE_TOKEN)
     if len(turns) % 2 == 1:
         problems.append(problem("conversations", "ends with a human turn (no answer to train on)"))
     if n_tags != len(images):
         problems.append(
-            problem("image", f"{n_tags} {IMAGE_TAG} tag(s) in the text but {len(images)} image(s)")
+            problem(
+                "image", f"{n_tags} {IMAGE_TOKEN} tag(s) in the text but {len(images)} image(s)"
+            )
         )
     if image_folder is not None:
         for name in images:

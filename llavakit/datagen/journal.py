@@ -10,9 +10,10 @@ see a half-written file.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import IO, Any
+
+from llavakit.files import write_text_atomic
 
 
 class Journal:
@@ -76,18 +77,8 @@ class Journal:
 def write_records(path: str | Path, records: list[dict[str, Any]]) -> None:
     """Write records atomically: a JSON list, or JSONL when the name ends in `.jsonl`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            if path.suffix == ".jsonl":
-                handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-            else:
-                json.dump(records, handle, ensure_ascii=False, indent=1)
-                handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    if path.suffix == ".jsonl":
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    else:
+        text = json.dumps(records, ensure_ascii=False, indent=1) + "\n"
+    write_text_atomic(path, text, make_parents=True)

@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
+from llavakit.conversation import IMAGE_TOKEN
 from llavakit.datagen.answers import find_leak, parse_pairs, parse_paragraph
 from llavakit.datagen.coco import context_text, load_coco_contexts
 from llavakit.datagen.journal import Journal, write_records
 from llavakit.datagen.prompts import TaskPrompt, draw_question, load_question_pool, load_task_prompt
-from llavakit.datagen.protocol import Teacher, TeacherRequest
+from llavakit.teacher_protocol import Teacher, TeacherRequest
 
 if TYPE_CHECKING:
     from llavakit.datagen.teacher import TeacherConfig
@@ -70,7 +71,7 @@ def to_record(
     for index, (question, answer) in enumerate(pairs):
         question = detail_question if question is None else question
         if index == 0:
-            question = "<image>\n" + question
+            question = f"{IMAGE_TOKEN}\n{question}"
         conversations.append({"from": "human", "value": question})
         conversations.append({"from": "gpt", "value": answer})
     return {"id": key, "image": file_name, "conversations": conversations}

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llavakit.conversation import IMAGE_TOKEN
 from llavakit.datagen.coco import load_coco_contexts
 from llavakit.datagen.journal import write_records
 from llavakit.datagen.prompts import draw_question, load_question_pool
@@ -97,7 +98,7 @@ def read_caption_pairs(path: str | Path) -> Iterator[CaptionPair]:
 
 
 def pretrain_record(pair: CaptionPair, question: str, plain: bool) -> dict[str, Any]:
-    human = "<image>" if plain else f"<image>\n{question}"
+    human = IMAGE_TOKEN if plain else f"{IMAGE_TOKEN}\n{question}"
     return {
         "id": pair.id,
         "image": pair.image,

@@ -32,7 +32,7 @@ from typing import Any
 import openai
 
 from llavakit.datagen.cache import CachedAnswer, ResponseCache, cache_key
-from llavakit.datagen.protocol import TeacherRequest, TeacherResult
+from llavakit.teacher_protocol import TeacherRequest, TeacherResult
 
 Validator = Callable[[TeacherRequest, str], None]
 """Checks an answer; raises ValueError whose message says what is wrong with it."""
@@ -81,7 +81,7 @@ class TeacherConfig:
 
     def __post_init__(self) -> None:
         if not self.model:
-            raise ValueError("teacher model name is empty: pass --model")
+            raise ValueError("teacher model name is empty: pass --teacher-model (--model)")
         for name in ("concurrency", "max_tries", "max_answer_tries"):
             if getattr(self, name) < 1:
                 raise ValueError(f"teacher {name} must be at least 1, got {getattr(self, name)}")
@@ -384,7 +384,7 @@ class OpenAITeacher:
         if status == 404:
             raise TeacherError(
                 f"the teacher endpoint {self.base_url} answered 404 for model "
-                f"{self.config.model!r}: {_error_detail(error)}; check --base-url and --model"
+                f"{self.config.model!r}: {_error_detail(error)}; check --base-url and --teacher-model"
             ) from error
 
     def _take_budget(self, stop: threading.Event, retry: bool) -> None:

@@ -33,8 +33,8 @@ def text_image_list(out: Path, sizes: DemoSizes) -> Path:
 
 
 def make_noisy_data(out: Path, sizes: DemoSizes) -> dict:
-    from llavakit.datagen.llavar import journal_folder, read_journals
-    from llavakit.datagen.llavar_noisy import NoisyOptions, run_noisy
+    from llavakit.datagen.llavar.items import journal_folder, read_journals
+    from llavakit.datagen.llavar.noisy import NoisyOptions, run_noisy
 
     images = text_image_list(out, sizes)
     target = out / "data" / "noisy.json"
@@ -65,12 +65,12 @@ def make_conversations(
     out: Path, sizes: DemoSizes, captioner_checkpoint: str, captioner_key: str
 ) -> dict:
     """`captioner_key` identifies the stage-1 model, so its captions are never reused for another."""
-    from llavakit.datagen.llavar import journal_folder
-    from llavakit.datagen.llavar_conversations import (
+    from llavakit.datagen.llavar.conversations import (
         ConversationOptions,
         engine_captioner,
         run_conversations,
     )
+    from llavakit.datagen.llavar.items import journal_folder
     from llavakit.demo.files import remove
 
     target = out / "data" / "llavar.json"

@@ -28,7 +28,7 @@ def make_stage0(out: Path, sizes: DemoSizes) -> dict:
     from llavakit.conversation import render_text
     from llavakit.world import load_split
     from llavakit.world.stage0 import train_language_model, train_tokenizer
-    from llavakit.world.stage0_text import conversations_in_words
+    from llavakit.world.stage0.text import conversations_in_words
 
     stage0 = out / "stage0"
     split = load_split(out / "world", "train")
@@ -78,7 +78,7 @@ def benchmark_in_words(out: Path, sizes: DemoSizes) -> dict[str, float]:
 
     from llavakit.world import build_benchmark, load_split
     from llavakit.world.benchmark import score_answer
-    from llavakit.world.stage0_text import answer_in_words
+    from llavakit.world.stage0.text import answer_in_words
 
     split = load_split(out / "world", "eval")
     per_category: dict[str, list] = {}
@@ -105,8 +105,8 @@ def benchmark_in_words(out: Path, sizes: DemoSizes) -> dict[str, float]:
 def train_world_clip(out: Path, sizes: DemoSizes, threads: int) -> dict:
     """The world's CLIP on the training split's image-caption pairs (run in its own process)."""
     from llavakit.world import load_split
-    from llavakit.world.region_labels import label_classes, patch_labels
     from llavakit.world.stage0 import train_clip
+    from llavakit.world.stage0.region_labels import label_classes, patch_labels
 
     split = load_split(out / "world", "train")
     folder = out / "world" / "images"

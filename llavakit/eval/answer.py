@@ -25,6 +25,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from llavakit.eval.files import read_records
+from llavakit.files import write_text_atomic
 
 
 @dataclass
@@ -141,29 +142,5 @@ def merge_answers(shards: Sequence[Path], out: Path) -> int:
             if key not in seen:
                 seen.add(key)
                 lines.append(json.dumps(record, ensure_ascii=False))
-    out.write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
+    write_text_atomic(out, "\n".join(lines) + ("\n" if lines else ""))
     return len(lines)
-
-
-def main(args) -> int:
-    """CLI entry (`llavakit eval answer`)."""
-    from llavakit.infer.engine import Engine
-
-    engine = Engine.load(args.model, device=getattr(args, "device", "auto"))
-    settings = AnswerSettings(
-        batch_size=args.batch_size,
-        max_new_tokens=getattr(args, "max_new_tokens", 128),
-        temperature=getattr(args, "temperature", 0.0),
-        num_chunks=args.num_chunks,
-        chunk_idx=args.chunk_idx,
-    )
-    n = answer_questions(
-        engine,
-        read_records(args.questions),
-        Path(args.image_folder),
-        Path(args.out),
-        settings,
-        model_id=Path(args.model).name,
-    )
-    print(f"answered {n} question(s) -> {args.out}")
-    return 0

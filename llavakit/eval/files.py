@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from llavakit.files import write_text_atomic
 
 SHORT_ANSWER_INSTRUCTION = "Answer the question using a single word or phrase."
 """LLaVA-1.5's evaluation instruction for VQA-style benchmarks, on its own line after the
@@ -215,22 +216,8 @@ def percent(numerator: float, denominator: float) -> float | None:
 
 def write_results(result: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write a result dict as indented JSON (atomically, creating parent folders)."""
-    return _write_atomically(path, json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-
-
-def _write_atomically(path: str | os.PathLike, text: str) -> Path:
-    """Write via a temporary file and rename, so an interrupted run leaves no half file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    text = json.dumps(result, indent=2, ensure_ascii=False) + "\n"
+    return write_text_atomic(path, text, make_parents=True)
 
 
 def _some(ids: list[str]) -> str:
@@ -240,6 +227,5 @@ def _some(ids: list[str]) -> str:
 
 def write_jsonl(records: list[dict[str, Any]], path: str | os.PathLike) -> Path:
     """Write records as JSONL atomically (temp file + rename), creating parent folders."""
-    return _write_atomically(
-        path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    )
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    return write_text_atomic(path, text, make_parents=True)

@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar
 
 from tqdm import tqdm
 
-from llavakit.datagen.protocol import Teacher, TeacherRequest
+from llavakit.teacher_protocol import Teacher, TeacherRequest
 
 T = TypeVar("T")
 

@@ -25,6 +25,7 @@ from transformers import (
 from transformers.generation.streamers import BaseStreamer
 
 from llavakit.conversation import IMAGE_TOKEN
+from llavakit.infer.batch_sizes import BatchSizes
 from llavakit.model.llava import LlavaModel
 from llavakit.processor import LlavaProcessor
 
@@ -237,8 +238,8 @@ class Engine:
         self._lock = threading.Lock()
         self.eos_ids = self._eos_ids()
         self.stop_strings = self._template_stops()
-        self.batch_sizes: list[int] = []
-        """Size of every generate call so far (observability: shows batching at work)."""
+        self.batch_sizes = BatchSizes()
+        """Size of the generate calls so far, bounded (observability: shows batching at work)."""
 
     @classmethod
     def load(

@@ -114,8 +114,8 @@ class ServerMetrics:
         self.prompt_tokens += completion.prompt_tokens
         self.completion_tokens += completion.completion_tokens
 
-    def snapshot(self, batch_sizes: list[int], in_flight: int) -> dict:
-        histogram = Counter(batch_sizes)
+    def snapshot(self, batches: dict, in_flight: int) -> dict:
+        """batches: the engine's `BatchSizes.summary()`."""
         return {
             "uptime_s": round(time.time() - self.started, 3),
             "requests": self.requests,
@@ -123,9 +123,7 @@ class ServerMetrics:
             "in_flight": in_flight,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
-            "batches": len(batch_sizes),
-            "batch_size_histogram": {str(k): histogram[k] for k in sorted(histogram)},
-            "max_batch_size_seen": max(batch_sizes, default=0),
+            **batches,
         }
 
 
@@ -205,7 +203,7 @@ def create_app(engine: Engine, config: ServerConfig) -> FastAPI:
             authorize(request)
         except ApiError as error:
             return error_response(error)
-        return JSONResponse(metrics.snapshot(list(engine.batch_sizes), gate.count))
+        return JSONResponse(metrics.snapshot(engine.batch_sizes.summary(), gate.count))
 
     @app.get("/v1/models")
     async def list_models(request: Request) -> JSONResponse:

@@ -50,7 +50,7 @@ class RequestBudget:
         context = engine.context_length
         vocabulary = processor.tokenizer.get_vocab()
         longest = max(len(token) for token in vocabulary)
-        per_image = processor.geometry.features_per_crop
+        per_image = processor.image_tokens.fewest
         return cls(
             context_tokens=context,
             chars_per_token=max(1, longest),

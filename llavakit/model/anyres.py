@@ -4,7 +4,7 @@ The vision tower sees the base crop and the grid tiles as a batch of independent
 tiles' patch features are put back on one spatial grid, the rows/columns that only saw padding are
 removed, an optional LLaVA-OneVision cap shrinks very large grids, and a learned `image_newline`
 vector closes each row so the language model can tell where rows end. The geometry (and therefore
-the output length) comes from `llavakit.image`, the same functions the processor uses to count
+the output length) comes from `llavakit.image_tokens`, the same functions the processor uses to count
 placeholders, and follows transformers' `LlavaNextModel.pack_image_features` exactly.
 """
 
@@ -15,7 +15,7 @@ import math
 import torch
 from torch.nn import functional as F
 
-from llavakit.image import anyres_grid_shape, capped_grid_shape, unpadded_grid_shape
+from llavakit.image_tokens import anyres_grid_shape, capped_grid_shape, unpadded_grid_shape
 
 
 def unpad_features(features: torch.Tensor, image_size_hw: tuple[int, int]) -> torch.Tensor:
@@ -43,7 +43,7 @@ def pack_anyres_features(
     tile_features: [1 + rows*cols, N, D], base crop first then tiles row-major, N = patches per
     tile (a square number: CLS already dropped). image_newline: [D] or None.
     max_num_patches: N of LLaVA-OneVision's `anyres_max_N`, or None for no cap.
-    returns: [M, D] with M = `llavakit.image.anyres_feature_count(...)`.
+    returns: [M, D] with M = `llavakit.image_tokens.anyres_feature_count(...)`.
     """
     image_size_hw = (int(image_size_hw[0]), int(image_size_hw[1]))
     n_crops, n_patches, dim = tile_features.shape

@@ -9,7 +9,8 @@ image processor (LLaVA-1.5's pad-to-square is `LlavaImageProcessor(do_pad=True)`
 LlavaProcessor settings that expand `<image>` into as many placeholders as the model has features.
 
 HF's LLaVA is one fixed architecture (a CLIP/SigLIP layer, Linear-GELU-Linear, any causal LM), so
-models outside it are refused before any weight is read, with the reason.
+models outside it are refused before any weight is read, with the reason. The way back (such a
+folder into a llavakit checkpoint) is `convert_hf_import.py`.
 """
 
 from __future__ import annotations
@@ -17,25 +18,19 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 
 import torch
 from transformers import (
-    AutoConfig,
-    AutoModelForCausalLM,
-    AutoTokenizer,
     LlavaConfig,
     LlavaNextConfig,
 )
 
-from llavakit.config import ModelConfig
-from llavakit.image import ImageProcessorConfig
+from llavakit.conversation import IMAGE_TOKEN
 from llavakit.model.convert import ConversionError, ConversionReport, write_state_dict
 from llavakit.model.convert_hf_compat import rewrite_model_config, rewrite_tokenizer_files
 from llavakit.model.convert_template import chat_template_for
-from llavakit.model.integrity import require_safetensors
-from llavakit.model.io import CONFIG_NAME, assemble, load_checkpoint, save_checkpoint
+from llavakit.model.io import CONFIG_NAME, load_checkpoint
 from llavakit.model.llava import LlavaModel
 from llavakit.model.vision import VisionTower
 from llavakit.processor import LlavaProcessor
@@ -43,8 +38,8 @@ from llavakit.processor import LlavaProcessor
 EXPORT_RECORD = "llavakit_export.json"
 """Written into every export: the source, the llavakit settings and the notes (import-hf reads it)."""
 
-_HF_PROJECTOR = "mlp2x_gelu"
-_DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+HF_PROJECTOR = "mlp2x_gelu"
+DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
 # ---- export --------------------------------------------------------------------------------------
@@ -65,8 +60,8 @@ def check_exportable(checkpoint: str | Path) -> dict:
             "cross-attention blocks inside the decoder have no counterpart in transformers' "
             "LlavaForConditionalGeneration, so it cannot be exported"
         )
-    projector = model.get("projector_type", _HF_PROJECTOR)
-    if projector != _HF_PROJECTOR:
+    projector = model.get("projector_type", HF_PROJECTOR)
+    if projector != HF_PROJECTOR:
         raise ConversionError(
             f"{path}: projector_type {projector!r} cannot be represented: transformers' "
             "LlavaMultiModalProjector is always Linear-GELU-Linear (llavakit's mlp2x_gelu)"
@@ -86,9 +81,7 @@ def check_exportable(checkpoint: str | Path) -> dict:
 
 def _select_strategy(tower: VisionTower) -> tuple[str, int]:
     """(vision_feature_select_strategy, num_additional_image_tokens) giving the same features."""
-    additional = 1 if tower.has_cls else 0
-    strategy = "default" if tower.has_cls and tower.select_feature == "patch" else "full"
-    return strategy, additional
+    return tower.family.hf_strategy(tower.select_feature)
 
 
 def _grow_rows(weight: torch.Tensor, rows: int) -> torch.Tensor:
@@ -242,7 +235,7 @@ def _hf_config(model: LlavaModel, processor: LlavaProcessor, vocab: int, strateg
         pinpoints = [list(pair) for pair in processor.pinpoints]
         config, kind = LlavaNextConfig(**common, image_grid_pinpoints=pinpoints), "LlavaNext"
     config.architectures = [f"{kind}ForConditionalGeneration"]
-    config.dtype = _DTYPE_NAMES.get(lm.dtype, "float32")
+    config.dtype = DTYPE_NAMES.get(lm.dtype, "float32")
     return config, kind
 
 
@@ -302,7 +295,7 @@ def export_hf(
     _generation_config(lm, tokenizer, processor.template, notes).save_pretrained(out)
     processor_config = {
         "processor_class": f"{kind}Processor",
-        "image_token": "<image>",
+        "image_token": IMAGE_TOKEN,
         "patch_size": tower.patch_size,
         "vision_feature_select_strategy": strategy,
         "num_additional_image_tokens": additional,
@@ -318,168 +311,3 @@ def export_hf(
     }
     (out / EXPORT_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return ConversionReport(out, notes)
-
-
-# ---- import --------------------------------------------------------------------------------------
-def _check_importable(hf_dir: Path) -> LlavaConfig | LlavaNextConfig:
-    if not (hf_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{hf_dir} has no config.json")
-    config = AutoConfig.from_pretrained(str(hf_dir))
-    where = str(hf_dir / "config.json")
-    if config.model_type not in ("llava", "llava_next"):
-        raise ConversionError(
-            f"{where}: model_type {config.model_type!r}; import-hf reads "
-            "LlavaForConditionalGeneration and LlavaNextForConditionalGeneration folders "
-            "(model_type 'llava' or 'llava_next')"
-        )
-    if not isinstance(config.vision_feature_layer, int):
-        raise ConversionError(
-            f"{where}: vision_feature_layer {config.vision_feature_layer} concatenates several "
-            "layers; llavakit's vision tower selects one"
-        )
-    _vision_feature(config, where)
-    if config.projector_hidden_act != "gelu":
-        raise ConversionError(
-            f"{where}: projector_hidden_act {config.projector_hidden_act!r}; llavakit's "
-            "mlp2x_gelu projector uses exact GELU ('gelu')"
-        )
-    return config
-
-
-def _vision_feature(config: LlavaConfig, where: str) -> str:
-    """llavakit's vision_select_feature for the HF strategy, or a refusal."""
-    tower_type = config.vision_config.model_type
-    if tower_type not in ("clip_vision_model", "siglip_vision_model"):
-        raise ConversionError(f"{where}: vision tower {tower_type!r} is not CLIP or SigLIP")
-    has_cls = tower_type == "clip_vision_model"
-    strategy = config.vision_feature_select_strategy
-    if strategy == "default" and not has_cls:
-        raise ConversionError(
-            f"{where}: strategy 'default' drops the first feature of a tower without a CLS token "
-            f"({tower_type}); llavakit cannot select features that way"
-        )
-    return "patch" if strategy == "default" or not has_cls else "cls_patch"
-
-
-def _stage_language_model(hf, folder: Path) -> None:
-    """Write the LLaVA's language model + head as a plain causal-LM folder."""
-    text_config = hf.config.text_config
-    with torch.device("meta"):
-        lm = AutoModelForCausalLM.from_config(text_config)
-    state = {
-        f"{lm.base_model_prefix}.{k}": v for k, v in hf.model.language_model.state_dict().items()
-    }
-    head = lm.get_output_embeddings()
-    for name, module in lm.named_modules():
-        if module is head:
-            state[f"{name}.weight"] = hf.lm_head.weight
-    # Weights are assigned, not copied; only the non-persistent buffers stay on the meta device,
-    # and save_pretrained does not write those.
-    lm.load_state_dict(state, strict=True, assign=True)
-    lm.config.architectures = [type(lm).__name__]
-    lm.save_pretrained(str(folder))
-
-
-def _read_image_config(hf_dir: Path) -> ImageProcessorConfig:
-    path = hf_dir / "preprocessor_config.json"
-    if path.is_file():
-        return ImageProcessorConfig.from_pretrained(hf_dir)
-    nested = hf_dir / "processor_config.json"
-    if nested.is_file():
-        data = json.loads(nested.read_text()).get("image_processor")
-        if isinstance(data, dict):
-            return ImageProcessorConfig.from_dict(data, source=str(nested))
-    raise FileNotFoundError(f"{hf_dir} has no image processor config (preprocessor_config.json)")
-
-
-def import_hf(
-    hf_dir: str | Path,
-    out: str | Path,
-    template: str | None = None,
-    image_aspect_ratio: str | None = None,
-) -> ConversionReport:
-    """Read a LlavaForConditionalGeneration (or LlavaNext) folder into a llavakit checkpoint.
-
-    template / image_aspect_ratio default to what a llavakit export recorded, else vicuna_v1 / pad
-    (LLaVA-1.5's settings), since HF folders do not say which conversation format was trained.
-    LLaVA-NeXT folders are always AnyRes.
-    """
-    from transformers import LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
-
-    hf_dir, out = Path(hf_dir), Path(out)
-    hf_config = _check_importable(hf_dir)
-    next_model = hf_config.model_type == "llava_next"
-    if next_model:
-        if image_aspect_ratio not in (None, "anyres"):
-            raise ConversionError(
-                f"{hf_dir} is a LLaVA-NeXT model: its images are AnyRes tiles, not "
-                f"{image_aspect_ratio!r}"
-            )
-        image_aspect_ratio = "anyres"
-    record_path = hf_dir / EXPORT_RECORD
-    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
-    notes = []
-    template = template or record.get("template")
-    if template is None:
-        template = "vicuna_v1"
-        notes.append("no --template given: using vicuna_v1 (LLaVA-1.5's conversation format)")
-    aspect = image_aspect_ratio or record.get("image_aspect_ratio")
-    if aspect is None:
-        aspect = "pad"
-        notes.append("no --image-aspect-ratio given: using pad (LLaVA-1.5's preprocessing)")
-    image_config = _read_image_config(hf_dir)
-
-    model_class = LlavaNextForConditionalGeneration if next_model else LlavaForConditionalGeneration
-    require_safetensors(hf_dir, "transformers LLaVA")  # a pickled .bin is refused, never read
-    hf = model_class.from_pretrained(str(hf_dir), dtype="auto", use_safetensors=True).eval()
-    encoder = hf.model.vision_tower
-    feature = _vision_feature(hf_config, str(hf_dir / "config.json"))
-    dtype = _DTYPE_NAMES.get(hf.dtype, "float32")
-    config = ModelConfig(
-        projector_type=_HF_PROJECTOR,
-        vision_select_layer=hf_config.vision_feature_layer,
-        vision_select_feature=feature,
-        image_aspect_ratio=aspect,
-        image_grid_pinpoints=hf_config.image_grid_pinpoints if next_model else None,
-        template=template,
-        dtype=dtype,
-        **({"max_length": record["max_length"]} if "max_length" in record else {}),
-    )
-    staging = out / ".import-staging"
-    if staging.exists():
-        shutil.rmtree(staging)
-    try:
-        encoder.save_pretrained(str(staging / "vision_tower"))
-        image_config.save_pretrained(staging / "vision_tower")
-        _stage_language_model(hf, staging / "language_model")
-        AutoTokenizer.from_pretrained(str(hf_dir)).save_pretrained(str(staging / "tokenizer"))
-        model, processor = assemble(
-            config,
-            staging / "vision_tower",
-            staging / "language_model",
-            staging / "tokenizer",
-            staging / "vision_tower",
-        )
-        if processor.image_token_id != hf_config.image_token_id:
-            raise ConversionError(
-                f"{hf_dir}: the tokenizer's <image> id {processor.image_token_id} differs from "
-                f"config image_token_index {hf_config.image_token_id}"
-            )
-        _load_projector(model, hf)
-        if next_model:
-            model.image_newline.data.copy_(hf.model.image_newline.data)
-        save_checkpoint(model, processor, out, metadata={"imported_from": str(hf_dir.resolve())})
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return ConversionReport(out, notes)
-
-
-def _load_projector(model: LlavaModel, hf) -> None:
-    source = hf.model.multi_modal_projector
-    for index, linear in ((0, source.linear_1), (2, source.linear_2)):
-        target = model.projector[index]
-        target.weight.data.copy_(linear.weight.data)
-        if linear.bias is not None:
-            target.bias.data.copy_(linear.bias.data)
-        else:  # multimodal_projector_bias=False: a zero bias computes the same thing
-            target.bias.data.zero_()

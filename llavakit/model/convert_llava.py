@@ -37,6 +37,7 @@ from llavakit.model.convert import (
 )
 from llavakit.model.io import assemble, save_checkpoint
 from llavakit.model.llava import LlavaModel
+from llavakit.model.towers import SELECT_FEATURES
 
 # Original model_type / architecture -> the transformers model_type of the language model.
 _ORIGINAL_MODEL_TYPES = {
@@ -118,7 +119,7 @@ def read_original_settings(config: dict, where: str) -> OriginalSettings:
     else:
         raise ConversionError(f"{where}: unsupported image_aspect_ratio {aspect!r}")
     feature = config.get("mm_vision_select_feature", "patch")
-    if feature not in ("patch", "cls_patch"):
+    if feature not in SELECT_FEATURES:
         raise ConversionError(f"{where}: unsupported mm_vision_select_feature {feature!r}")
     return OriginalSettings(
         vision_tower_name=config.get("mm_vision_tower"),

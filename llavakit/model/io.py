@@ -30,7 +30,9 @@ from tokenizers import AddedToken
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from llavakit.config import ConfigError, HighresSettings, ModelConfig, from_dict
-from llavakit.image import PREPROCESSOR_FILE, ImageProcessorConfig
+from llavakit.conversation import IMAGE_TOKEN
+from llavakit.image_config import PREPROCESSOR_FILE, ImageProcessorConfig
+from llavakit.image_tokens import has_image_newline
 from llavakit.model.highres import HighresBranch, HighresError, build_highres
 from llavakit.model.integrity import (
     CheckpointError,
@@ -44,13 +46,7 @@ from llavakit.model.lora import has_lora, settings_record
 from llavakit.model.partial import TRAINED_WEIGHTS, apply_trained_weights, write_trained_weights
 from llavakit.model.projector import build_projector
 from llavakit.model.vision import VisionTower
-from llavakit.processor import (
-    IM_END_TOKEN,
-    IM_START_TOKEN,
-    IMAGE_TOKEN,
-    LlavaProcessor,
-    VisionGeometry,
-)
+from llavakit.processor import IM_END_TOKEN, IM_START_TOKEN, LlavaProcessor, VisionGeometry
 
 CHECKPOINT_FORMAT = "llavakit"
 CONFIG_NAME = "config.json"
@@ -147,7 +143,7 @@ def assemble(
     projector = build_projector(config.projector_type, tower.hidden_size, text_dim)
     projector.to(torch_dtype(config.dtype))
     newline = None
-    if config.image_aspect_ratio == "anyres":
+    if has_image_newline(config):
         newline = torch.nn.Parameter(
             torch.randn(text_dim, dtype=torch_dtype(config.dtype)) / text_dim**0.5
         )

@@ -25,7 +25,8 @@ from transformers import modeling_utils
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from llavakit.config import ModelConfig
-from llavakit.conversation import IGNORE_INDEX
+from llavakit.conversation import IGNORE_INDEX, IMAGE_TOKEN
+from llavakit.image_tokens import ImageTokens
 from llavakit.model.highres import HighresBranch, HighresContext, HighresError
 from llavakit.model.loss import chunked_cross_entropy, plain_head_parts
 from llavakit.model.vision import VisionTower
@@ -135,7 +136,7 @@ class LlavaModel(nn.Module):
     def _pack_anyres(
         self, features: torch.Tensor, image_sizes: torch.Tensor | None
     ) -> torch.Tensor:
-        from llavakit.image import anyres_grid_shape, parse_grid_pinpoints
+        from llavakit.image_tokens import anyres_grid_shape
         from llavakit.model.anyres import pack_anyres_features
 
         if image_sizes is None:
@@ -143,7 +144,7 @@ class LlavaModel(nn.Module):
                 "AnyRes models need image_sizes (original height, width of each image)"
             )
         tile = self.vision_tower.image_size
-        pinpoints = parse_grid_pinpoints(self.config.image_grid_pinpoints, tile)
+        pinpoints = list(self.image_tokens().pinpoints)
         packed, start = [], 0
         for height, width in image_sizes.tolist():
             rows, cols = anyres_grid_shape((height, width), pinpoints, tile)
@@ -195,7 +196,7 @@ class LlavaModel(nn.Module):
             raise ImageTokenMismatch(
                 f"the batch has {n_placeholders} image placeholder tokens but the images give "
                 f"{n_features} feature vectors (placeholders per sample: {per_sample}); each "
-                "sample needs exactly one image per <image> in its text"
+                f"sample needs exactly one image per {IMAGE_TOKEN} in its text"
             )
         if n_features:
             embeds = embeds.masked_scatter(
@@ -277,25 +278,23 @@ class LlavaModel(nn.Module):
 
     def image_token_counts(self, n_images: int, image_sizes: torch.Tensor | None) -> list[int]:
         """Placeholders (= feature vectors) of each image, in order."""
-        if self.config.image_aspect_ratio != "anyres":
-            return [self.vision_tower.num_features] * n_images
-        from llavakit.image import anyres_feature_count, parse_grid_pinpoints
-
+        tokens = self.image_tokens()
+        if tokens.pinpoints is None:
+            return [tokens.count()] * n_images
         if image_sizes is None or len(image_sizes) != n_images:
             raise ValueError(f"AnyRes models need image_sizes for each of the {n_images} images")
-        tile = self.vision_tower.image_size
-        pinpoints = parse_grid_pinpoints(self.config.image_grid_pinpoints, tile)
-        return [
-            anyres_feature_count(
-                (int(height), int(width)),
-                pinpoints,
-                tile,
-                self.vision_tower.patches_per_side,
-                newline=self.image_newline is not None,
-                max_num_patches=self.config.anyres_max_patches,
-            )
-            for height, width in image_sizes.tolist()
-        ]
+        return [tokens.count((height, width)) for height, width in image_sizes.tolist()]
+
+    def image_tokens(self) -> ImageTokens:
+        """How many tokens an image becomes in this model (`llavakit.image_tokens`)."""
+        tower = self.vision_tower
+        return ImageTokens.for_model(
+            self.config,
+            tower.image_size,
+            tower.patch_size,
+            tower.num_features,
+            newline=self.image_newline is not None,
+        )
 
     def _packed_attention_mask(
         self, position_ids: torch.Tensor, dtype: torch.dtype

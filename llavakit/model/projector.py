@@ -31,3 +31,13 @@ def build_projector(kind: str, vision_dim: int, text_dim: int) -> nn.Module:
             layers += [nn.GELU(), nn.Linear(text_dim, text_dim)]
         return nn.Sequential(*layers)
     raise ValueError(f"unknown projector type {kind!r}; known: {', '.join(PROJECTOR_TYPES)}")
+
+
+def projected_token_count(kind: str, n_features: int) -> int:
+    """Tokens a projector of this kind makes from `n_features` vision features of one crop.
+
+    Every projector here maps each feature to one token; one that pools or merges features
+    (a 2x2 pixel shuffle, a resampler) answers with its own count here, and the processor's
+    placeholders and the model's checks follow (`llavakit.image_tokens.ImageTokens`).
+    """
+    return n_features

@@ -12,18 +12,10 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoConfig, CLIPVisionModel, SiglipVisionModel
+from transformers import AutoConfig
 
 from llavakit.model.integrity import require_safetensors
-
-# checkpoint model_type -> (encoder class, has a CLS token)
-_ENCODERS = {
-    "clip": (CLIPVisionModel, True),
-    "clip_vision_model": (CLIPVisionModel, True),
-    "siglip": (SiglipVisionModel, False),
-    "siglip_vision_model": (SiglipVisionModel, False),
-}
-SELECT_FEATURES = ("patch", "cls_patch")
+from llavakit.model.towers import SELECT_FEATURES, family_for, known_model_types
 
 
 class VisionTowerError(ValueError):
@@ -36,9 +28,10 @@ def vision_model_type(folder: str | Path) -> str:
     if not (folder / "config.json").is_file():
         raise VisionTowerError(f"vision tower folder {folder} has no config.json")
     model_type = AutoConfig.from_pretrained(folder).model_type
-    if model_type not in _ENCODERS:
+    if model_type not in known_model_types():
         raise VisionTowerError(
-            f"vision tower {folder} is a {model_type!r} checkpoint; supported: {', '.join(_ENCODERS)}"
+            f"vision tower {folder} is a {model_type!r} checkpoint; "
+            f"supported: {', '.join(known_model_types())}"
         )
     return model_type
 
@@ -72,7 +65,7 @@ class VisionTower(nn.Module):
         self.encoder = encoder
         self.select_layer = select_layer
         self.select_feature = select_feature
-        self.has_cls = isinstance(encoder, CLIPVisionModel)
+        self.family = family_for(encoder.config.model_type)
 
     @classmethod
     def from_pretrained(
@@ -84,13 +77,19 @@ class VisionTower(nn.Module):
     ) -> VisionTower:
         model_type = vision_model_type(folder)
         require_safetensors(folder, "vision tower")
-        encoder_class, _ = _ENCODERS[model_type]
+        family = family_for(model_type)
         # A full CLIP/SigLIP checkpoint also holds the text tower: its keys are unused on
         # purpose, so transformers' "unexpected keys" report is silenced for those.
-        quiet = model_type in ("clip", "siglip")
+        quiet = family.has_text_tower(model_type)
         with _transformers_errors_only() if quiet else contextlib.nullcontext():
-            encoder = encoder_class.from_pretrained(str(folder), dtype=dtype, use_safetensors=True)
+            encoder = family.encoder_class.from_pretrained(
+                str(folder), dtype=dtype, use_safetensors=True
+            )
         return cls(encoder, select_layer, select_feature)
+
+    @property
+    def has_cls(self) -> bool:
+        return self.family.has_cls
 
     @property
     def hidden_size(self) -> int:
@@ -111,8 +110,7 @@ class VisionTower(nn.Module):
     @property
     def num_features(self) -> int:
         """Feature vectors per image (per tile for AnyRes)."""
-        n = self.patches_per_side**2
-        return n + 1 if (self.has_cls and self.select_feature == "cls_patch") else n
+        return self.family.feature_count(self.patches_per_side, self.select_feature)
 
     def is_frozen(self) -> bool:
         return not any(p.requires_grad for p in self.encoder.parameters())
@@ -124,6 +122,6 @@ class VisionTower(nn.Module):
             pixel_values = pixel_values.to(dtype=self.encoder.dtype)
             outputs = self.encoder(pixel_values, output_hidden_states=True)
             features = outputs.hidden_states[self.select_layer]
-            if self.has_cls and self.select_feature == "patch":
+            if self.family.drops_first(self.select_feature):
                 features = features[:, 1:]
         return features

@@ -19,9 +19,9 @@ import torch
 from transformers import TrainingArguments, set_seed
 
 from llavakit.config import ConfigError, RecipeConfig, save_recipe
-from llavakit.data.dataset import Collator, LlavaDataset, load_entries
+from llavakit.data.collate import Collator, PackingCollator
+from llavakit.data.dataset import LlavaDataset, load_entries
 from llavakit.data.feature_cache import FeatureCache, fill_feature_cache
-from llavakit.data.packing import PackingCollator
 from llavakit.data.records import record_images
 from llavakit.data.tally import TallyingCollator
 from llavakit.model.io import CheckpointError, build_model, load_checkpoint, save_checkpoint

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llavakit.files import write_text_atomic
 from llavakit.world.vocabulary import CATEGORIES, TEXT_KINDS
 
 Box = tuple[int, int, int, int]
@@ -235,9 +236,7 @@ def write_split(split: WorldSplit, folder: str | Path) -> None:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for file_name, content in split.to_coco().items():
-        temporary = folder / f".{file_name}.tmp"
-        temporary.write_text(json.dumps(content, indent=1) + "\n", encoding="utf-8")
-        temporary.replace(folder / file_name)
+        write_text_atomic(folder / file_name, json.dumps(content, indent=1) + "\n")
 
 
 def load_split(world_dir: str | Path, split: str) -> WorldSplit:

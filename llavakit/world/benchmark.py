@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import MappingProxyType
 
+from llavakit.files import write_text_atomic
 from llavakit.world.annotations import WorldImage, WorldSplit, load_split
 from llavakit.world.phrasing import question
 from llavakit.world.relations import (
@@ -90,11 +91,7 @@ def write_benchmark(
     questions = build_benchmark(load_split(world_dir, split), seed)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out_path.with_name(f".{out_path.name}.tmp")
-    with temporary.open("w", encoding="utf-8") as handle:
-        for item in questions:
-            handle.write(json.dumps(item.to_json()) + "\n")
-    temporary.replace(out_path)
+    write_text_atomic(out_path, "".join(json.dumps(item.to_json()) + "\n" for item in questions))
     return questions
 
 

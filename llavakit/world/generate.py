@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from llavakit.files import write_text_atomic
 from llavakit.world.annotations import WorldImage, WorldSplit, load_split, write_split
 from llavakit.world.scenes import SceneConfig, render_scene
 from llavakit.world.text_images import (
@@ -158,9 +159,7 @@ def generate_world(
         "counts": summary.counts,
         "fonts": summary.fonts,
     }
-    temporary = out_dir / f".{MANIFEST}.tmp"
-    temporary.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-    temporary.replace(out_dir / MANIFEST)
+    write_text_atomic(out_dir / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     return summary
 
 

@@ -111,3 +111,8 @@ def question(form: str, rng: random.Random | None = None, **slots: str) -> str:
     if rng is None or len(wordings) == 1 or rng.random() < CANONICAL_SHARE:
         return wordings[0].format(**slots)
     return rng.choice(wordings[1:]).format(**slots)
+
+
+def capital(text: str) -> str:
+    """The text with its first letter upper-cased (the rest kept)."""
+    return text[:1].upper() + text[1:]

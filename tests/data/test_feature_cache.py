@@ -11,7 +11,8 @@ import tiny
 import torch
 
 from llavakit.config import ConfigError, DataConfig, DataSource, HighresSettings
-from llavakit.data.dataset import Collator, LlavaDataset, load_entries
+from llavakit.data.collate import Collator, PackingCollator
+from llavakit.data.dataset import LlavaDataset, load_entries
 from llavakit.data.feature_cache import (
     FeatureCache,
     FeatureCacheError,
@@ -19,7 +20,6 @@ from llavakit.data.feature_cache import (
     content_hash,
     fill_feature_cache,
 )
-from llavakit.data.packing import PackingCollator
 from llavakit.image import load_image
 from llavakit.model.io import build_model
 from llavakit.model.vision import VisionTower

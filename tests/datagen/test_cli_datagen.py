@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from llavakit.cli import build_parser, main
 
 
@@ -38,3 +40,28 @@ def test_symbolic_teacher_option_runs_the_same_pipeline(make_coco, capsys):
     ]
     assert all(r["conversations"][0]["value"].startswith("<image>\n") for r in records)
     assert "6 new, 0 dropped" in capsys.readouterr().out
+
+
+def test_every_teacher_verb_takes_the_same_options_and_the_old_spellings(capsys):
+    datagen = ["datagen", "llava", "--captions", "c", "--images", "i", "--out", "o"]
+    conversations = ["datagen", "llavar", "conversations", "--out", "o", "--no-caption"]
+    judge = [
+        "eval",
+        "score",
+        "llava_bench",
+        "--references",
+        "r",
+        "--questions",
+        "q",
+        "--answers",
+        "a",
+    ]
+    for verb in (datagen, conversations, judge):
+        new = build_parser().parse_args([*verb, "--teacher-model", "t", "--answer-tries", "2"])
+        old = build_parser().parse_args([*verb, "--model", "t", "--attempts", "2"])
+        assert (new.teacher_model, new.answer_tries) == (old.teacher_model, old.answer_tries)
+        assert (new.teacher_model, new.answer_tries, new.max_tries) == ("t", 2, 5)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*datagen[:2], "--help"])
+    help_text = capsys.readouterr().out
+    assert "--teacher-model" in help_text and "--attempts" not in help_text

@@ -21,7 +21,7 @@ from llavakit.datagen.coco import load_coco_contexts
 from llavakit.datagen.journal import Journal, write_records
 from llavakit.datagen.llava import generate
 from llavakit.datagen.prompts import load_question_pool
-from llavakit.datagen.protocol import TeacherRequest, TeacherResult
+from llavakit.teacher_protocol import TeacherRequest, TeacherResult
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -11,7 +11,6 @@ import pytest
 from fake_openai import FakeOpenAIServer, FakeReply
 
 from llavakit.datagen.cache import ResponseCache
-from llavakit.datagen.protocol import TeacherRequest
 from llavakit.datagen.teacher import (
     MalformedReply,
     OpenAITeacher,
@@ -20,6 +19,7 @@ from llavakit.datagen.teacher import (
     parse_completion,
     retry_after_seconds,
 )
+from llavakit.teacher_protocol import TeacherRequest
 
 
 def requests(n: int, **params) -> list[TeacherRequest]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from llavakit.datagen.protocol import TeacherRequest, TeacherResult
+from llavakit.teacher_protocol import TeacherRequest, TeacherResult
 
 
 class ScriptedTeacher:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from llavakit.datagen.protocol import TeacherRequest
 from llavakit.eval.judge import ask_until_parsed
+from llavakit.teacher_protocol import TeacherRequest
 
 
 def _number(reply, request):

@@ -19,13 +19,9 @@ from transformers import (
 )
 from transformers.models.llava_next.modeling_llava_next import unpad_image
 
-from llavakit.image import (
-    ImageProcessorConfig,
-    anyres_feature_count,
-    anyres_grid_shape,
-    anyres_tiles,
-    parse_grid_pinpoints,
-)
+from llavakit.image import anyres_tiles
+from llavakit.image_config import ImageProcessorConfig
+from llavakit.image_tokens import anyres_feature_count, anyres_grid_shape, parse_grid_pinpoints
 from llavakit.model.anyres import pack_anyres_features, unpad_features
 
 TILE, PATCH = 32, 8

@@ -17,8 +17,8 @@ from PIL import Image
 from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration
 
 from llavakit.config import ModelConfig
+from llavakit.data.collate import collate_samples
 from llavakit.model.io import build_model, load_checkpoint, save_checkpoint
-from llavakit.processor import collate_samples
 
 PINPOINTS = [[32, 64], [64, 32], [64, 64], [32, 96], [96, 32]]
 HF_IMAGE_ID = 0  # transformers' LlavaNext needs an id inside the vocabulary (<unk> here)
@@ -85,7 +85,7 @@ def per_image_pixels(samples) -> torch.Tensor:
     crops, start = [], 0
     pixels = torch.from_numpy(np.concatenate([s.pixel_values for s in samples]))
     for size_hw in [size for s in samples for size in s.image_sizes]:
-        from llavakit.image import anyres_grid_shape
+        from llavakit.image_tokens import anyres_grid_shape
 
         rows, cols = anyres_grid_shape(size_hw, [tuple(p) for p in PINPOINTS], 32)
         crops.append(pixels[start : start + 1 + rows * cols])

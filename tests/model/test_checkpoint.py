@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 import llavakit
+from llavakit.data.collate import collate_samples
 from llavakit.model.io import CheckpointError, build_model, save_checkpoint
-from llavakit.processor import collate_samples
 
 MESSAGES = [
     {"role": "user", "content": "<image>\nWhat is in the image?"},

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from llavakit.config import DataConfig, DataSource
+from llavakit.data.collate import PackingCollator
 from llavakit.data.dataset import LlavaDataset, load_entries
-from llavakit.data.packing import PackingCollator
 from llavakit.model import loss as chunked
 from llavakit.model.io import build_model
 from llavakit.processor import IGNORE_INDEX

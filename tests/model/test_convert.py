@@ -20,12 +20,13 @@ from transformers import (
 import llavakit
 from llavakit.cli import main as cli_main
 from llavakit.conversation import get_template, render_text
+from llavakit.data.collate import collate_samples
 from llavakit.model.convert import ConversionError
-from llavakit.model.convert_hf import export_hf, import_hf
+from llavakit.model.convert_hf import export_hf
+from llavakit.model.convert_hf_import import import_hf
 from llavakit.model.convert_llava import apply_delta, import_llava
 from llavakit.model.convert_template import chat_template_for
 from llavakit.model.io import build_model, save_checkpoint
-from llavakit.processor import collate_samples
 
 QUESTION = "What is in the image?"
 BUILTIN_TEMPLATES = [

@@ -23,12 +23,14 @@ from llavakit.config import (
     TrainConfig,
     from_dict,
 )
-from llavakit.image import ImageProcessorConfig, expand_to_square, to_pixel_values
+from llavakit.data.collate import collate_samples
+from llavakit.image import expand_to_square, to_pixel_values
+from llavakit.image_config import ImageProcessorConfig
 from llavakit.model.convert import ConversionError
 from llavakit.model.convert_hf import check_exportable
 from llavakit.model.highres import HighresError, decoder_layers
 from llavakit.model.io import build_model, save_checkpoint
-from llavakit.processor import collate_samples, highres_crops
+from llavakit.processor import highres_crops
 from llavakit.train.run import train
 from llavakit.train.stages import apply_stage
 

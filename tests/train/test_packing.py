@@ -10,8 +10,8 @@ import tiny
 import torch
 
 from llavakit.config import ConfigError, DataConfig, DataSource
-from llavakit.data.dataset import Collator, LlavaDataset, load_entries
-from llavakit.data.packing import PackingCollator, first_fit_decreasing
+from llavakit.data.collate import Collator, PackingCollator, first_fit_decreasing
+from llavakit.data.dataset import LlavaDataset, load_entries
 from llavakit.model import llava
 from llavakit.model.io import build_model
 from llavakit.processor import IGNORE_INDEX

@@ -17,8 +17,8 @@ from PIL import Image
 import llavakit
 from llavakit.cli import main as cli
 from llavakit.config import LoraSettings
+from llavakit.data.collate import collate_samples
 from llavakit.model.lora import has_lora
-from llavakit.processor import collate_samples
 from llavakit.train.run import train
 
 

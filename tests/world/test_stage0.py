@@ -10,7 +10,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from llavakit.world.stage0 import train_clip, train_language_model, train_tokenizer
-from llavakit.world.stage0_loop import LoopConfig, lr_at
+from llavakit.world.stage0.loop import LoopConfig, lr_at
 
 COLOURS = {
     "red": (220, 30, 30),

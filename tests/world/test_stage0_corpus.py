@@ -9,8 +9,8 @@ import torch
 
 from llavakit.conversation import encode
 from llavakit.world.annotations import load_split
-from llavakit.world.region_labels import IGNORE, LETTERS, label_classes, patch_labels
-from llavakit.world.stage0_text import conversations_in_words, image_in_words
+from llavakit.world.stage0.region_labels import IGNORE, LETTERS, label_classes, patch_labels
+from llavakit.world.stage0.text import conversations_in_words, image_in_words
 from llavakit.world.vocabulary import CATEGORIES, OBJECT_COLOURS, SIZES, WORDS
 from llavakit.world.vqa import write_vqa
 

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from llavakit.datagen.protocol import TeacherRequest
+from llavakit.teacher_protocol import TeacherRequest
 from llavakit.world.annotations import load_split
 from llavakit.world.phrasing import QUESTIONS
 from llavakit.world.teacher import SymbolicTeacher

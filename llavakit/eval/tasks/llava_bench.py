@@ -56,10 +56,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from llavakit.datagen.protocol import Teacher, TeacherRequest
 from llavakit.eval.files import match_answers, percent, read_json, read_records, require
 from llavakit.eval.judge import ask_until_parsed
 from llavakit.eval.protocols import Protocol, choose
+from llavakit.teacher_protocol import Teacher, TeacherRequest
 
 CATEGORIES = ("conversation", "detail", "complex")
 _CATEGORY_NAMES = MappingProxyType(

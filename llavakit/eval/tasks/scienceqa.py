@@ -64,12 +64,13 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from llavakit.conversation import IMAGE_TOKEN
 from llavakit.eval.files import match_answers, percent, read_json, read_records, require
 from llavakit.eval.protocols import Protocol, choose
 
 if TYPE_CHECKING:
-    from llavakit.datagen.protocol import Teacher
     from llavakit.eval.tasks.scienceqa_ensemble import EnsembleConfig
+    from llavakit.teacher_protocol import Teacher
 
 PROTOCOLS = MappingProxyType(
     {
@@ -358,7 +359,7 @@ def prepare_from_llava(
         if isinstance(entry.get("image"), str):
             record["image"] = entry["image"]
         Problem.from_record(record, f"{problems} (problem {pid})")
-        prompt = value.replace("<image>", "").strip()
+        prompt = value.replace(IMAGE_TOKEN, "").strip()
         records.append({**record, "text": f"{prompt}\n{instruction}" if instruction else prompt})
     return records
 

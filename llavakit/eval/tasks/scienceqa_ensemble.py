@@ -17,9 +17,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from llavakit.datagen.protocol import Teacher, TeacherRequest
 from llavakit.eval.judge import ask_until_parsed
 from llavakit.eval.tasks.scienceqa import Problem, extract_letter
+from llavakit.teacher_protocol import Teacher, TeacherRequest
 
 
 @dataclass

@@ -29,7 +29,7 @@ def image_folder(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def filtered(image_folder, tmp_path_factory) -> Path:
     """The filter step's output folder for `image_folder` (kept.jsonl carries the OCR lines)."""
-    from llavakit.datagen.llavar_filter import FilterOptions, run_filter
+    from llavakit.datagen.llavar.filter import FilterOptions, run_filter
 
     out = tmp_path_factory.mktemp("filtered")
     run_filter(FilterOptions(out=out, images=image_folder, progress=False))

@@ -10,9 +10,9 @@ import pytest
 from llavar_images import text_image
 from PIL import Image
 
-from llavakit.datagen.llavar import Shard
-from llavakit.datagen.llavar_clip import ClipModel
-from llavakit.datagen.llavar_cluster import ClusterOptions, contact_sheet, run_cluster
+from llavakit.datagen.llavar.clip import ClipModel
+from llavakit.datagen.llavar.cluster import ClusterOptions, contact_sheet, run_cluster
+from llavakit.datagen.llavar.items import Shard
 
 
 @pytest.fixture()

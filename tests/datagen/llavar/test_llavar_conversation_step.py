@@ -13,7 +13,7 @@ import pytest
 from llavar_images import render_lines
 from PIL import Image
 
-from llavakit.datagen.llavar_conversations import (
+from llavakit.datagen.llavar.conversations import (
     ConversationOptions,
     build_context,
     build_request,
@@ -22,9 +22,9 @@ from llavakit.datagen.llavar_conversations import (
     mask_text,
     parse_conversation,
 )
-from llavakit.datagen.ocr import confident, make_engine, read_image
+from llavakit.datagen.ocr.engines import confident, make_engine, read_image
 from llavakit.datagen.prompts import load_task_prompt
-from llavakit.datagen.protocol import TeacherRequest, TeacherResult
+from llavakit.teacher_protocol import TeacherRequest, TeacherResult
 from llavakit.world.teacher import SymbolicTeacher
 
 
@@ -176,7 +176,7 @@ def test_a_second_engine_adds_a_second_reading(filtered, image_folder, tmp_path)
 
 
 def test_engine_captioner_runs_a_checkpoint(tiny_checkpoint):
-    from llavakit.datagen.llavar_conversations import engine_captioner
+    from llavakit.datagen.llavar.conversations import engine_captioner
 
     caption = engine_captioner(tiny_checkpoint, max_new_tokens=4, device="cpu")
     assert isinstance(caption(Image.new("RGB", (64, 48), "green")), str)
@@ -212,7 +212,7 @@ def test_cli_conversations_with_the_symbolic_teacher(filtered, image_folder, tmp
 def test_llm_teacher_over_http_with_validation_and_cache(filtered, image_folder, tmp_path):
     from fake_openai import FakeOpenAIServer
 
-    from llavakit.datagen.llavar_conversations import run_conversations
+    from llavakit.datagen.llavar.conversations import run_conversations
     from llavakit.datagen.teacher import TeacherConfig
 
     def respond(body):

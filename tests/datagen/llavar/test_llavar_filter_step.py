@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from llavakit.datagen.llavar import Shard
-from llavakit.datagen.llavar_filter import FilterOptions, FilterThresholds, run_filter
+from llavakit.datagen.llavar.filter import FilterOptions, FilterThresholds, run_filter
+from llavakit.datagen.llavar.items import Shard
 
 TEXT_KEYS = {"text_0.png", "text_1.png", "text_2.png", "signs/text_3.png"}
 
@@ -24,7 +24,7 @@ def forbid_ocr(monkeypatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError("OCR was run again")
 
-    monkeypatch.setattr("llavakit.datagen.llavar_ocr.make_engine", refuse)
+    monkeypatch.setattr("llavakit.datagen.llavar.ocr.make_engine", refuse)
 
 
 def test_filter_keeps_text_images_and_drops_shapes_and_broken_files(filtered):

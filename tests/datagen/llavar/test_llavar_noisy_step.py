@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from llavar_images import render_lines, shapes_image, text_image
 
-from llavakit.datagen import llavar_ocr
-from llavakit.datagen.llavar_noisy import NoisyOptions, noisy_record, run_noisy
-from llavakit.datagen.ocr import OcrLine
+from llavakit.datagen.llavar import ocr as llavar_ocr
+from llavakit.datagen.llavar.noisy import NoisyOptions, noisy_record, run_noisy
+from llavakit.datagen.ocr.engines import OcrLine
 from llavakit.datagen.prompts import draw_question, load_question_pool
 
 

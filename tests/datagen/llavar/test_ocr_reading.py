@@ -13,14 +13,8 @@ import pytest
 from llavar_images import render_lines, shapes_image, text_image
 from PIL import Image
 
-from llavakit.datagen.ocr import (
-    OcrEngineUnavailable,
-    OcrLine,
-    make_engine,
-    merge_paragraphs,
-    read_image,
-    reading_order,
-)
+from llavakit.datagen.ocr.engines import OcrEngineUnavailable, OcrLine, make_engine, read_image
+from llavakit.datagen.ocr.layout import merge_paragraphs, reading_order
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +57,7 @@ def test_boxes_are_in_original_pixels_after_shrinking(engine):
 
 
 def test_grayscale_cmyk_and_alpha_images_are_read(engine, tmp_path):
-    from llavakit.datagen.llavar_ocr import OcrConfig, ocr_one
+    from llavakit.datagen.llavar.ocr import OcrConfig, ocr_one
 
     rendered = text_image(1)
     rgba = rendered.image.convert("RGBA")
@@ -98,7 +92,7 @@ def png_header_only(width: int, height: int) -> bytes:
 
 
 def test_unreadable_images_give_an_error_naming_the_file(engine, tmp_path):
-    from llavakit.datagen.llavar_ocr import OcrConfig, ocr_one
+    from llavakit.datagen.llavar.ocr import OcrConfig, ocr_one
 
     corrupt = tmp_path / "broken.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
@@ -110,7 +104,7 @@ def test_unreadable_images_give_an_error_naming_the_file(engine, tmp_path):
 
 
 def test_images_without_text_give_no_confident_lines(engine):
-    from llavakit.datagen.ocr import confident
+    from llavakit.datagen.ocr.engines import confident
 
     assert confident(read_image(shapes_image(3), engine), 0.7) == []
     assert read_image(Image.new("RGB", (5, 5), "white"), engine) == []

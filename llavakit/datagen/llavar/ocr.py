@@ -19,8 +19,9 @@ from typing import Any
 from tqdm import tqdm
 
 from llavakit.datagen.journal import Journal
-from llavakit.datagen.llavar import ImageItem, Shard, journal_file, read_journals
-from llavakit.datagen.ocr import DEFAULT_SHORT_EDGE, OcrEngine, OcrLine, make_engine, read_image
+from llavakit.datagen.llavar.items import ImageItem, Shard, journal_file, read_journals
+from llavakit.datagen.ocr import DEFAULT_SHORT_EDGE
+from llavakit.datagen.ocr.engines import OcrEngine, OcrLine, make_engine, read_image
 
 MAX_PIXELS = 89_478_485
 """Images declaring more pixels than this are refused unread (Pillow's own bomb limit)."""
@@ -31,7 +32,7 @@ class OcrConfig:
     """How images are read."""
 
     engine: str = "rapidocr"
-    """OCR engine name (see `llavakit.datagen.ocr.ENGINE_NAMES`)."""
+    """OCR engine name (see `llavakit.datagen.ocr.engines.ENGINE_NAMES`)."""
     short_edge: int | None = DEFAULT_SHORT_EDGE
     """Shrink images to this short edge before OCR (LLaVAR: 384); None reads them at full size."""
     max_pixels: int = MAX_PIXELS

@@ -4,7 +4,8 @@ A teacher turns a request into text. The LLM teacher (`datagen/teacher.py`) send
 chat `messages` to an OpenAI-compatible endpoint; the synthetic world's symbolic teacher
 (`world/teacher.py`) ignores the messages and writes its answer from the structured `context`
 (the same annotation the messages were built from). Both return text in the format the task's
-prompt asks for, so one parser and one pipeline serve both.
+prompt asks for, so one parser and one pipeline serve both. The interface sits outside `datagen/`
+and `world/` so that both import it and neither imports the other for it.
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ class ClipModel:
             CLIPVisionModelWithProjection,
         )
 
-        from llavakit.image import ImageProcessorConfig
+        from llavakit.image_config import ImageProcessorConfig
         from llavakit.model.integrity import require_safetensors
 
         folder = Path(folder)

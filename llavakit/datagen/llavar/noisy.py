@@ -14,10 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llavakit.conversation import IMAGE_TOKEN
 from llavakit.datagen.journal import write_records
-from llavakit.datagen.llavar import Shard, gather_items, journal_folder
-from llavakit.datagen.llavar_ocr import OcrConfig, ocr_items
-from llavakit.datagen.ocr import DEFAULT_MIN_CONFIDENCE, OcrLine, paragraph_texts
+from llavakit.datagen.llavar.items import Shard, gather_items, journal_folder
+from llavakit.datagen.llavar.ocr import OcrConfig, ocr_items
+from llavakit.datagen.ocr import DEFAULT_MIN_CONFIDENCE
+from llavakit.datagen.ocr.engines import OcrLine
+from llavakit.datagen.ocr.layout import paragraph_texts
 from llavakit.datagen.prompts import draw_question, load_question_pool
 
 QUESTION_POOL = "read_text_questions"
@@ -56,7 +59,7 @@ def noisy_record(
         "id": key,
         "image": key,
         "conversations": [
-            {"from": "human", "value": f"<image>\n{question}"},
+            {"from": "human", "value": f"{IMAGE_TOKEN}\n{question}"},
             {"from": "gpt", "value": answer},
         ],
     }

@@ -1,6 +1,6 @@
 """What every step of the LLaVAR pipeline shares: which images, which shard, where progress is kept.
 
-The steps (`llavar_filter`, `llavar_cluster`, `llavar_noisy`, `llavar_conversations`) take images
+The steps (`filter`, `cluster`, `noisy`, `conversations` in this package) take images
 from a folder or from lists written by an earlier step (`kept.jsonl`, `cluster_007.jsonl`), keep
 the share of them that belongs to their shard, and record each finished image in an append-only
 journal as soon as it is done. A journal is named after its step and shard

@@ -10,8 +10,8 @@ openai/clip-vit-large-patch14-336 and Vicuna:
 - `train_language_model`: a tiny `LlamaForCausalLM` trained on the world's text.
 """
 
-from llavakit.world.stage0_clip import train_clip
-from llavakit.world.stage0_lm import train_language_model
-from llavakit.world.stage0_tokenizer import train_tokenizer
+from llavakit.world.stage0.clip import train_clip
+from llavakit.world.stage0.lm import train_language_model
+from llavakit.world.stage0.tokenizer import train_tokenizer
 
 __all__ = ["train_clip", "train_language_model", "train_tokenizer"]

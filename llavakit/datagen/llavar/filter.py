@@ -6,7 +6,7 @@ OCR actually finds, which needs no extra model:
 - confident words: whitespace-separated words with at least `min_word_letters` letters on lines
   the recogniser is at least `min_confidence` sure of.
 An image is kept when both reach their thresholds. With a CLIP folder that has a text tower, the
-zero-shot probability that the image is text-rich (see `llavar_clip`) must also reach its
+zero-shot probability that the image is text-rich (see `clip`) must also reach its
 threshold. Every score is written to kept.jsonl / dropped.jsonl (with the reason for dropping)
 and plotted in histogram.png, so thresholds can be tuned; rerunning with other thresholds reuses
 the journaled OCR and only re-decides.
@@ -25,9 +25,16 @@ import numpy as np
 from tqdm import tqdm
 
 from llavakit.datagen.journal import Journal, write_records
-from llavakit.datagen.llavar import ImageItem, Shard, gather_items, journal_file, read_journals
-from llavakit.datagen.llavar_ocr import OcrConfig, OcrResult, ocr_items
-from llavakit.datagen.ocr import DEFAULT_MIN_CONFIDENCE, OcrLine, confident
+from llavakit.datagen.llavar.items import (
+    ImageItem,
+    Shard,
+    gather_items,
+    journal_file,
+    read_journals,
+)
+from llavakit.datagen.llavar.ocr import OcrConfig, OcrResult, ocr_items
+from llavakit.datagen.ocr import DEFAULT_MIN_CONFIDENCE
+from llavakit.datagen.ocr.engines import OcrLine, confident
 
 AREA_GRID = 256
 """Text area is measured on a mask whose longer side is this many cells."""
@@ -129,7 +136,7 @@ def clip_probabilities(
     items: Sequence[ImageItem], options: FilterOptions, journal_dir: Path
 ) -> dict[str, float]:
     """Zero-shot P(text-rich) per readable item, journaled like OCR; {} when CLIP is skipped."""
-    from llavakit.datagen.llavar_clip import ClipModel
+    from llavakit.datagen.llavar.clip import ClipModel
     from llavakit.image import ImageLoadError, load_image
 
     assert options.clip is not None

@@ -3,7 +3,7 @@
 Vicuna arrives knowing the language its instructions and answers are written in, and how to
 answer questions about a context in its prompt. The world's LM learns both: plain next-token
 prediction on documents (captions, descriptions) and, like Vicuna's chat tuning, the replies of
-conversations rendered with the chat template (world/stage0_text.py writes them: questions
+conversations rendered with the chat template (world/stage0/text.py writes them: questions
 about an image given in words). Samples are packed one after another into a stream; each step
 reads windows that start at a sample's first token. The folder it writes holds the config,
 safetensors weights, generation config and tokenizer, like a Hugging Face LLM folder, so
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from llavakit.world.stage0_loop import LoopConfig, mean_of_tail, run_loop, seeded_and_threaded
+from llavakit.world.stage0.loop import LoopConfig, mean_of_tail, run_loop, seeded_and_threaded
 
 MAX_POSITIONS = 2048
 """Context length written in the config (RoPE has no learnt positions; LLaVA-1.5 uses 2048)."""

@@ -29,9 +29,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from llavakit.conversation import IMAGE_TOKEN
 from llavakit.datagen.answers import find_leak, parse_pairs
 from llavakit.datagen.journal import Journal, write_records
-from llavakit.datagen.llavar import (
+from llavakit.datagen.llavar.items import (
     ImageItem,
     Shard,
     gather_items,
@@ -39,10 +40,12 @@ from llavakit.datagen.llavar import (
     journal_folder,
     read_journals,
 )
-from llavakit.datagen.llavar_ocr import OcrConfig, OcrResult, ocr_items
-from llavakit.datagen.ocr import DEFAULT_MIN_CONFIDENCE, OcrLine, confident, merge_paragraphs
+from llavakit.datagen.llavar.ocr import OcrConfig, OcrResult, ocr_items
+from llavakit.datagen.ocr import DEFAULT_MIN_CONFIDENCE
+from llavakit.datagen.ocr.engines import OcrLine, confident
+from llavakit.datagen.ocr.layout import merge_paragraphs
 from llavakit.datagen.prompts import TaskPrompt, load_task_prompt
-from llavakit.datagen.protocol import Teacher, TeacherRequest
+from llavakit.teacher_protocol import Teacher, TeacherRequest
 
 if TYPE_CHECKING:
     from llavakit.datagen.teacher import TeacherConfig
@@ -152,7 +155,7 @@ def to_record(key: str, pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
     conversations = []
     for index, (question, answer) in enumerate(pairs):
         conversations.append(
-            {"from": "human", "value": ("<image>\n" if index == 0 else "") + question}
+            {"from": "human", "value": (f"{IMAGE_TOKEN}\n" if index == 0 else "") + question}
         )
         conversations.append({"from": "gpt", "value": answer})
     return {"id": key, "image": key, "conversations": conversations}

@@ -27,8 +27,14 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from llavakit.datagen.journal import Journal, write_records
-from llavakit.datagen.llavar import ImageItem, Shard, gather_items, journal_file, read_journals
-from llavakit.datagen.llavar_ocr import MAX_PIXELS
+from llavakit.datagen.llavar.items import (
+    ImageItem,
+    Shard,
+    gather_items,
+    journal_file,
+    read_journals,
+)
+from llavakit.datagen.llavar.ocr import MAX_PIXELS
 
 _OUTPUT_NAME = re.compile(r"^cluster_\d{3,}\.(png|jsonl)$")
 
@@ -69,7 +75,7 @@ def embed_items(
     items: Sequence[ImageItem], options: ClusterOptions, journal_dir: Path
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """(embedding by key, error by key) for `items`, journaled as they are computed."""
-    from llavakit.datagen.llavar_clip import ClipModel
+    from llavakit.datagen.llavar.clip import ClipModel
     from llavakit.image import ImageLoadError, load_image
 
     signature = str(Path(options.clip).resolve())
