@@ -18,19 +18,20 @@ ABLATIONS = ("llavar", "highres")
 
 def run_ablation(name: str, out: Path, sizes: DemoSizes, steps, stage0: dict) -> dict:
     """Train and score the ablation `name`; returns `{"accuracy_<variant>": {category: acc}}`."""
-    from llavakit.demo.pipeline import evaluate, train_stage
+    from llavakit.demo.pipeline import evaluate, stage_sources, train_stage
 
     if name not in ABLATIONS:
         raise ValueError(f"unknown ablation {name!r}; known: {', '.join(ABLATIONS)}")
-    if name == "llavar":
-        stage1_sources, stage2_sources, highres, variant = ["pretrain"], ["instruct", "vqa"], False, "without_llavar"  # fmt: skip
-    else:
-        stage1_sources, stage2_sources, highres, variant = ["pretrain", "noisy"], ["instruct", "vqa", "llavar", "noisy"], True, "with_highres"  # fmt: skip
+    text_rich, highres = (False, False) if name == "llavar" else (True, True)
+    variant = "without_llavar" if name == "llavar" else "with_highres"
+    stage1_sources, stage2_sources = stage_sources(sizes, text_rich)
     s = sizes.to_dict()
     stage1 = steps.run(
         f"ablation_{name}_stage1",
         {"stage0": stage0["key"], "sizes": s},
-        lambda: train_stage(out, sizes, "align", f"ablation_{name}_stage1", stage1_sources, highres=highres),  # fmt: skip
+        lambda: train_stage(
+            out, sizes, "align", f"ablation_{name}_stage1", stage1_sources, highres=highres
+        ),
     )
     stage2 = steps.run(
         f"ablation_{name}_stage2",

@@ -22,6 +22,7 @@ from llavakit.demo.files import remove
 from llavakit.demo.llavar import make_conversations
 from llavakit.demo.sizes import DemoSizes
 from llavakit.demo.stage0 import TEMPLATE, make_stage0
+from llavakit.files import write_text_atomic
 
 STATE_FILE = "steps.json"
 
@@ -51,9 +52,7 @@ class StepCache:
         result = work()
         seconds = time.perf_counter() - start
         self.state[name] = {"key": key, "seconds": seconds, "result": result}
-        temporary = self.root / f".{STATE_FILE}.tmp"
-        temporary.write_text(json.dumps(self.state, indent=1, default=str))
-        temporary.replace(self.root / STATE_FILE)
+        write_text_atomic(self.root / STATE_FILE, json.dumps(self.state, indent=1, default=str))
         self.log(f"[{name}] done in {seconds:.1f} s")
         return result | {"key": key}
 
@@ -125,6 +124,16 @@ def _one_caption_per_image(path: Path, sizes: DemoSizes) -> None:
     for record in json.loads(path.read_text()):
         by_image.setdefault(record["image"], []).append(record)
     path.write_text(json.dumps([rng.choice(records) for records in by_image.values()]))
+
+
+def stage_sources(sizes: DemoSizes, text_rich: bool = True) -> tuple[list[str], list[str]]:
+    """The data files of stage 1 and stage 2. `text_rich` adds LLaVAR's: its noisy OCR records
+    to both stages, its OCR-grounded conversations to stage 2. The short-answer VQA records join
+    stage 2 only with `sizes.stage2_vqa` (see its note for why it is off by default)."""
+    stage1 = ["pretrain"] + (["noisy"] if text_rich else [])
+    stage2 = ["instruct"] + (["vqa"] if sizes.stage2_vqa else [])
+    stage2 += ["llavar", "noisy"] if text_rich else []
+    return stage1, stage2
 
 
 def stage_recipe(
@@ -335,8 +344,7 @@ def run_demo(
         lambda: make_data(out, sizes),
     )
     stage0 = steps.run("stage0", {"data": data["key"], "sizes": s}, lambda: make_stage0(out, sizes))
-    stage1_sources = ["pretrain", "noisy"]
-    stage2_sources = ["instruct", "vqa", "llavar", "noisy"]
+    stage1_sources, stage2_sources = stage_sources(sizes)
     stage1 = steps.run(
         "stage1",
         {"stage0": stage0["key"], "sizes": s},

@@ -37,6 +37,7 @@ def label_classes(grid: int) -> dict[str, int]:
         "column": 1 + grid,
     }
 
+
 _SHAPES = {name: i for i, name in enumerate(CATEGORIES, start=1)}
 _COLOURS = {name: i for i, name in enumerate(OBJECT_COLOURS, start=1)}
 _SIZES = {name: i for i, name in enumerate(SIZES, start=1)}
