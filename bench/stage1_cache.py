@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from child_process import report, run_child
-from train_throughput import StepClock, write_models
+from train_throughput import StepClock, write_start_checkpoint
 
 BATCH = 16
 MAX_LENGTH = 256
@@ -43,10 +43,6 @@ MODEL_SIZES = {
 
 def prepare(workdir: Path, n_images: int, sizes: str) -> None:
     """World scenes with captions as a stage-1 caption file, tiny models, a start checkpoint."""
-    import torch
-
-    from llavakit.config import ModelConfig
-    from llavakit.model.io import build_model, save_checkpoint
     from llavakit.world.scenes import render_scene
 
     rng = random.Random(SEED)
@@ -69,16 +65,7 @@ def prepare(workdir: Path, n_images: int, sizes: str) -> None:
         )
     (workdir / "pretrain.json").write_text(json.dumps(records))
     corpus = [r["conversations"][1]["value"] for r in records] * 3
-    clip_dir, llm_dir = write_models(workdir, corpus, SEED, **MODEL_SIZES[sizes])
-    torch.manual_seed(SEED)
-    config = ModelConfig(
-        vision_tower=str(clip_dir),
-        language_model=str(llm_dir),
-        template="plain",
-        max_length=MAX_LENGTH,
-    )
-    model, processor = build_model(config)
-    save_checkpoint(model, processor, workdir / "init", copy_vision=True, copy_language_model=True)
+    write_start_checkpoint(workdir, corpus, "plain", MAX_LENGTH, SEED, **MODEL_SIZES[sizes])
 
 
 def recipe_for(workdir: Path, name: str, total_steps: int):

@@ -185,9 +185,7 @@ def write_models(
 
 def prepare(workdir: Path, n_samples: int, n_images: int = 256) -> None:
     """Images, the mixture's records and a llavakit checkpoint both contenders start from."""
-    from llavakit.config import ModelConfig
     from llavakit.conversation import get_template
-    from llavakit.model.io import build_model, save_checkpoint
 
     rng = random.Random(SEED)
     records = [mixture_record(rng, i, n_images) for i in range(n_samples)]
@@ -197,18 +195,30 @@ def prepare(workdir: Path, n_samples: int, n_images: int = 256) -> None:
     # The template's system prompt, often enough to become whole-word tokens as in Llama's.
     system = get_template("vicuna_v1").system
     corpus += [f"{system} USER: Hello ASSISTANT: Hi</s>"] * 20
-    clip_dir, llm_dir = write_models(workdir, corpus, SEED)
+    write_start_checkpoint(workdir, corpus, "vicuna_v1", MAX_LENGTH, SEED)
+
+
+def write_start_checkpoint(
+    workdir: Path, corpus: list[str], template: str, max_length: int, seed: int, **sizes
+) -> Path:
+    """`write_models` (sizes: its keyword arguments) and the llavakit checkpoint built from them
+    (a seeded projector), as `workdir/init`: the weights every contender starts from."""
+    import torch
+
+    from llavakit.config import ModelConfig
+    from llavakit.model.io import build_model, save_checkpoint
+
+    clip_dir, llm_dir = write_models(workdir, corpus, seed, **sizes)
     config = ModelConfig(
         vision_tower=str(clip_dir),
         language_model=str(llm_dir),
-        template="vicuna_v1",
-        max_length=MAX_LENGTH,
+        template=template,
+        max_length=max_length,
     )
-    import torch
-
-    torch.manual_seed(SEED)
+    torch.manual_seed(seed)
     model, processor = build_model(config)
     save_checkpoint(model, processor, workdir / "init", copy_vision=True, copy_language_model=True)
+    return workdir / "init"
 
 
 # ---- one configuration, in its own process -------------------------------------------------
