@@ -23,6 +23,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--ablation",
+        nargs="+",
         choices=list(ABLATIONS),
         help="also train stages 1 and 2 again at the same budget: without the text-rich "
         "(LLaVAR) data (the reading gap), or with LLaVAR's high-resolution branch (small text)",
@@ -44,6 +45,7 @@ def _demo(args) -> int:
     import logging
 
     from llavakit.demo.pipeline import run_demo
+    from llavakit.demo.report import ablation_columns
     from llavakit.demo.sizes import SMOKE, for_budget
 
     logging.basicConfig(level=logging.WARNING)
@@ -53,5 +55,9 @@ def _demo(args) -> int:
     print("\nheld-out accuracy (stage 1 only -> final):")
     for category, value in report["accuracy"].items():
         print(f"  {category:<14} {report['accuracy_stage1'].get(category, 0):.2f} -> {value:.2f}")
+    for title, values in ablation_columns(report).items():
+        print(f"{title}:")
+        for category, value in values.items():
+            print(f"  {category:<14} {value:.2f}")
     print(f"report: {args.out}/report.md   model: {report['checkpoint']}")
     return 0

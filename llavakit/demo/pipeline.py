@@ -13,7 +13,7 @@ import hashlib
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -326,10 +326,14 @@ def run_demo(
     out: str | Path,
     sizes: DemoSizes,
     fresh: bool = False,
-    ablation: str | None = None,
+    ablation: str | Sequence[str] | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Run (or reuse) every step and write report.json, report.md and plots to `out`."""
+    """Run (or reuse) every step and write report.json, report.md and plots to `out`.
+
+    `ablation` names one or more of demo/ablations.py's; each adds its own column to the report
+    (a finished one is reused, so `--ablation llavar` then `--ablation llavar highres` trains
+    only the second)."""
     from llavakit.demo.report import write_report
 
     out = Path(out)
@@ -374,10 +378,10 @@ def run_demo(
         "chat", {"stage2": stage2["key"]}, lambda: sample_chat(out, stage2["checkpoint"])
     )
     extra: dict[str, Any] = {}
-    if ablation:
-        from llavakit.demo.ablations import run_ablation
+    from llavakit.demo.ablations import run_ablation
 
-        extra["ablation"] = run_ablation(ablation, out, sizes, steps, stage0)
+    for name in [ablation] if isinstance(ablation, str) else ablation or []:
+        extra.setdefault("ablation", {}).update(run_ablation(name, out, sizes, steps, stage0))
     report = {
         "accuracy": eval2["accuracy"],
         "accuracy_stage1": eval1["accuracy"],

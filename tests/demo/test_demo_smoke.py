@@ -39,6 +39,7 @@ def test_demo_runs_end_to_end_and_reuses_finished_steps(tmp_path):
     again = run_demo(tmp_path, SMOKE, log=logged.append)
     assert again["accuracy"] == report["accuracy"]
     assert all("reused" in line for line in logged if line.startswith("[")), logged
+    _check_ablations(tmp_path)
 
     logged.clear()
     retrained = run_demo(tmp_path, replace(SMOKE, lm_steps=SMOKE.lm_steps + 1), log=logged.append)
@@ -48,6 +49,24 @@ def test_demo_runs_end_to_end_and_reuses_finished_steps(tmp_path):
     steps = json.loads((tmp_path / "steps.json").read_text())
     assert "0 already done" in steps["llavar_conversations"]["result"]["llavar_report"]
     assert retrained["data"]["llavar"] == report["data"]["llavar"]
+
+
+def _check_ablations(out):
+    """Each ablation adds its column; a finished one is reused when another is asked for."""
+    from llavakit.demo.report import ABLATION_COLUMNS
+
+    logged: list[str] = []
+    first = run_demo(out, SMOKE, ablation="llavar", log=logged.append)
+    assert set(first["ablation"]) == {"accuracy_without_llavar", "interval_without_llavar"}
+    logged.clear()
+    both = run_demo(out, SMOKE, ablation=["llavar", "highres"], log=logged.append)
+    ran = {line.split("]")[0][1:] for line in logged if line.endswith("running ...")}
+    assert ran == {"ablation_highres_stage1", "ablation_highres_stage2", "ablation_highres_eval"}
+    without = both["ablation"]["accuracy_without_llavar"]
+    assert without == first["ablation"]["accuracy_without_llavar"]
+    assert set(both["ablation"]["accuracy_with_highres"]) == set(without)
+    table = (out / "report.md").read_text()
+    assert all(title in table for title in ABLATION_COLUMNS.values())
 
 
 def _check_curve(out, report):
