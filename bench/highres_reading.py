@@ -114,7 +114,7 @@ def write_records(world: Path, out: Path, seed: int) -> Path:
 
 def make_stage0(world: Path, records: Path, out: Path, sizes: BenchSizes) -> Path:
     """Tokenizer, CLIP (on captions of normal- and small-text images) and LLM, as HF folders."""
-    from llavakit.conversation import get_template
+    from llavakit.conversation import IMAGE_TOKEN, messages_from_llava, render_text
     from llavakit.world import load_split
     from llavakit.world.stage0 import train_clip, train_language_model, train_tokenizer
 
@@ -127,13 +127,18 @@ def make_stage0(world: Path, records: Path, out: Path, sizes: BenchSizes) -> Pat
         for caption in image.captions
     ]
     random.Random(sizes.seed).shuffle(pairs)
-    dialogues = [
-        f"USER: {r['conversations'][0]['value'].replace('<image>', '').strip()} "
-        f"ASSISTANT: {r['conversations'][1]['value']}"
-        for r in json.loads(records.read_text())
+    # The reading dialogues as the template renders them (text only: the image token removed),
+    # trained on their replies, as the demo's stage 0 does.
+    conversations = [
+        [
+            {**message, "content": message["content"].replace(IMAGE_TOKEN, "").strip()}
+            for message in messages_from_llava(record["conversations"])
+        ]
+        for record in json.loads(records.read_text())
     ]
-    texts = [caption for _, caption in pairs] + dialogues
-    train_tokenizer(texts + [get_template(TEMPLATE).system], stage0 / "tokenizer", vocab_size=800)
+    captions = [caption for _, caption in pairs]
+    rendered = [render_text(TEMPLATE, messages)[0] for messages in conversations]
+    train_tokenizer(captions + rendered, stage0 / "tokenizer", vocab_size=800)
     train_clip(
         pairs,
         stage0 / "tokenizer",
@@ -148,7 +153,7 @@ def make_stage0(world: Path, records: Path, out: Path, sizes: BenchSizes) -> Pat
         threads=None,
     )
     train_language_model(
-        texts,
+        captions,
         stage0 / "tokenizer",
         stage0 / "llm",
         hidden_size=sizes.lm_width,
@@ -157,6 +162,8 @@ def make_stage0(world: Path, records: Path, out: Path, sizes: BenchSizes) -> Pat
         seed=sizes.seed,
         progress=False,
         threads=None,
+        conversations=conversations,
+        template=TEMPLATE,
     )
     return stage0
 

@@ -16,6 +16,28 @@ from typing import IO, Any
 from llavakit.files import write_text_atomic
 
 
+def parse_journal(data: bytes, path: Path) -> tuple[dict[str, dict[str, Any]], int]:
+    """A journal's items by key (a later line wins) and the byte length of a torn last line
+    (0 if none): the one line a kill may leave unfinished. A broken line anywhere else is an
+    error naming `path` and the line."""
+    lines = data.split(b"\n")
+    items: dict[str, dict[str, Any]] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            key = item["key"]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
+            if number == len(lines):  # the last line, with no newline after it: torn by a kill
+                return items, len(line)
+            raise ValueError(
+                f"{path}:{number}: journal line is not a JSON object with a 'key' ({error})"
+            ) from error
+        items[key] = item
+    return items, 0
+
+
 class Journal:
     """Append-only JSONL of `{"key": ..., **item}` lines; read it back with `load`."""
 
@@ -28,26 +50,12 @@ class Journal:
         if not self.path.exists():
             return {}
         data = self.path.read_bytes()
-        lines = data.split(b"\n")
-        items: dict[str, dict[str, Any]] = {}
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-                key = item["key"]
-            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
-                if number == len(lines):  # the last line, with no newline after it: torn by a kill
-                    self._truncate(len(data) - len(line))
-                    break
-                raise ValueError(
-                    f"{self.path}:{number}: journal line is not a JSON object with a 'key' ({error})"
-                ) from error
-            items[key] = item
-        else:
-            if data and not data.endswith(b"\n"):  # complete JSON whose newline was cut off
-                with open(self.path, "ab") as handle:
-                    handle.write(b"\n")
+        items, torn = parse_journal(data, self.path)
+        if torn:
+            self._truncate(len(data) - torn)
+        elif data and not data.endswith(b"\n"):  # complete JSON whose newline was cut off
+            with open(self.path, "ab") as handle:
+                handle.write(b"\n")
         return items
 
     def _truncate(self, size: int) -> None:

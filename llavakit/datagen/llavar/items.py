@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llavakit.datagen.journal import parse_journal
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 """File endings taken for images when a folder is scanned (case-insensitive)."""
 
@@ -152,18 +154,5 @@ def read_journals(folder: Path, step: str) -> dict[str, dict[str, Any]]:
     for path in sorted(folder.glob(f"{step}*.jsonl")):
         if path.stem != step and not path.stem.startswith(f"{step}-shard"):
             continue
-        lines = path.read_bytes().split(b"\n")
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-                key = item["key"]
-            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
-                if number == len(lines):
-                    break  # torn last line: that item was not finished
-                raise ValueError(
-                    f"{path}:{number}: journal line is not a JSON object with a 'key' ({error})"
-                ) from error
-            finished[key] = item
+        finished |= parse_journal(path.read_bytes(), path)[0]  # a torn last line is skipped
     return finished

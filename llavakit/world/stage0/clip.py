@@ -13,7 +13,6 @@ same caption text as a positive instead of pretending they are negatives.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,7 +29,14 @@ from llavakit.world.stage0.clip_data import (
     split_by_image,
     validate_pairs,
 )
-from llavakit.world.stage0.loop import LoopConfig, mean_of_tail, run_loop, seeded_and_threaded
+from llavakit.world.stage0.loop import (
+    LoopConfig,
+    autocast,
+    check_precision,
+    run_loop,
+    save_stage0,
+    seeded_and_threaded,
+)
 
 INITIAL_LOGIT_SCALE = math.log(1 / 0.07)
 MAX_LOGIT_SCALE = math.log(100.0)
@@ -110,6 +116,7 @@ def train_clip(
     from transformers import AutoTokenizer
 
     sizes = ClipSizes(image_size, patch_size, hidden_size, vision_layers, text_layers, heads)
+    check_precision(precision)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     processor = _image_processor(sizes.image_size)
     image_of_pair, images, captions, sources = validate_pairs(pairs)
@@ -129,7 +136,7 @@ def train_clip(
         def compute_loss(step: int) -> torch.Tensor:
             rows = sampler.next_batch()
             ids, mask, pixel_values, positives = data.batch(rows)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            with autocast(precision):
                 out = model(
                     input_ids=ids,
                     attention_mask=mask,
@@ -166,13 +173,7 @@ def train_clip(
                 else {name: accuracy[k] for k, name in enumerate(label_classes) if k in accuracy}
             )
 
-    metrics = {
-        "steps": result.steps,
-        "seconds": round(result.seconds, 2),
-        "stopped_by_budget": result.stopped_by_budget,
-        "loss_first": result.losses[0],
-        "loss_final": mean_of_tail(result.losses),
-        "losses": result.losses,
+    metrics = result.metrics() | {
         "retrieval_top1": retrieval,
         "retrieval_chance": chance,
         "region_accuracy": region,
@@ -183,12 +184,7 @@ def train_clip(
         "parameters": sum(p.numel() for p in model.parameters()),
         "vision_tokens": (sizes.image_size // sizes.patch_size) ** 2,
     }
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    (out_dir / "stage0_metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    save_stage0(out_dir, metrics, model, processor, tokenizer)
     return metrics
 
 

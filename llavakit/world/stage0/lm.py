@@ -12,7 +12,6 @@ safetensors weights, generation config and tokenizer, like a Hugging Face LLM fo
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +19,14 @@ from pathlib import Path
 
 import torch
 
-from llavakit.world.stage0.loop import LoopConfig, mean_of_tail, run_loop, seeded_and_threaded
+from llavakit.world.stage0.loop import (
+    LoopConfig,
+    autocast,
+    check_precision,
+    run_loop,
+    save_stage0,
+    seeded_and_threaded,
+)
 
 MAX_POSITIONS = 2048
 """Context length written in the config (RoPE has no learnt positions; LLaVA-1.5 uses 2048)."""
@@ -94,8 +100,7 @@ def train_language_model(
     sizes = LanguageModelSizes(hidden_size, layers, heads)
     if seq_len < 2:
         raise ValueError(f"seq_len must be >= 2, got {seq_len}")
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
+    check_precision(precision)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     train_texts, eval_texts = _split_texts(
         _checked(texts, "texts"), heldout_texts, heldout_fraction, seed
@@ -117,7 +122,7 @@ def train_language_model(
 
         def compute_loss(step: int) -> torch.Tensor:
             ids, labels = train_stream.windows(batch_size, seq_len, generator)  # (B, seq_len)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            with autocast(precision):
                 logits = model(input_ids=ids).logits[:, :-1]  # (B, seq_len - 1, V)
             targets = labels[:, 1:]  # position t predicts token t + 1
             total = torch.nn.functional.cross_entropy(
@@ -139,13 +144,7 @@ def train_language_model(
             _stream_loss(model, heldout_stream, seq_len) if heldout_stream is not None else None
         )
 
-    metrics = {
-        "steps": result.steps,
-        "seconds": round(result.seconds, 2),
-        "stopped_by_budget": result.stopped_by_budget,
-        "loss_first": result.losses[0],
-        "loss_final": mean_of_tail(result.losses),
-        "losses": result.losses,
+    metrics = result.metrics() | {
         "train_loss": train_loss,
         "heldout_loss": heldout_loss,
         "n_train_texts": len(train_texts),
@@ -154,11 +153,7 @@ def train_language_model(
         "n_train_tokens": len(train_stream),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    (out_dir / "stage0_metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    save_stage0(out_dir, metrics, model, tokenizer)
     return metrics
 
 
