@@ -14,7 +14,7 @@ import json
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -335,9 +335,12 @@ def run_demo(
     (a finished one is reused, so `--ablation llavar` then `--ablation llavar highres` trains
     only the second)."""
     from llavakit.demo.report import write_report
+    from llavakit.precision import resolve_precision
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    # Decided before any cache key is made, so a key names the precision that was used.
+    sizes = replace(sizes, precision=resolve_precision(sizes.precision))
     steps = StepCache(out, fresh=fresh, log=log)
     s = sizes.to_dict()
     world_sizes = {k: s[k] for k in ("n_scenes", "n_text_images", "small_text_fraction", "seed")}

@@ -74,6 +74,7 @@ def markdown(report: dict) -> str:
     )
     data = ", ".join(f"{name}: {n}" for name, n in report["data"].items())
     curve = curve_section(report.get("curve", []))
+    precision = report.get("sizes", {}).get("precision", "not recorded")
     return f"""# llavakit demo report
 
 The whole LLaVA + LLaVAR pipeline on the embedded synthetic world: world -> teacher data ->
@@ -97,7 +98,7 @@ stage 0 (tokenizer, CLIP, LLM) -> stage 1 (align) -> stage 2 (instruct) -> held-
 
 {chat}
 
-## Time per step (seconds; {report["total_seconds"]:.0f} s in all)
+## Time per step (seconds; {report["total_seconds"]:.0f} s in all; training precision {precision})
 
 | step | seconds |
 |---|---|

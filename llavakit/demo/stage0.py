@@ -48,7 +48,7 @@ def make_stage0(out: Path, sizes: DemoSizes) -> dict:
     with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
         clip_job = pool.submit(train_world_clip, out, sizes, threads)
         lm = train_language_model(
-            captions,
+            _lm_captions(split.images, sizes.lm_captions_per_image),
             stage0 / "tokenizer",
             stage0 / "llm",
             hidden_size=sizes.lm_width,
@@ -58,6 +58,7 @@ def make_stage0(out: Path, sizes: DemoSizes) -> dict:
             seq_len=sizes.lm_seq_len,
             batch_size=sizes.lm_batch_size,
             lr=sizes.lm_lr,
+            min_lr_fraction=sizes.lm_lr_floor,
             seed=sizes.seed,
             time_budget_s=sizes.lm_budget_s,
             threads=threads,
@@ -69,6 +70,11 @@ def make_stage0(out: Path, sizes: DemoSizes) -> dict:
         clip = clip_job.result()
     lm["benchmark_in_words"] = benchmark_in_words(out, sizes)
     return {"clip": _scalars(clip), "llm": _scalars(lm)}
+
+
+def _lm_captions(images, per_image: int | None) -> list[str]:
+    """The first `per_image` captions of every image (all of them for None)."""
+    return [caption for image in images for caption in image.captions[:per_image]]
 
 
 def benchmark_in_words(out: Path, sizes: DemoSizes) -> dict[str, float]:
@@ -125,6 +131,7 @@ def train_world_clip(out: Path, sizes: DemoSizes, threads: int) -> dict:
         image_size=sizes.image_size,
         patch_size=sizes.patch_size,
         hidden_size=sizes.clip_width,
+        lr=sizes.clip_lr,
         vision_layers=sizes.clip_layers,
         steps=sizes.clip_steps,
         seed=sizes.seed,

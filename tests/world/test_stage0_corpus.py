@@ -78,7 +78,7 @@ def test_patch_labels_name_what_lies_under_each_patch_centre(world_dir):
     for image in split.scenes()[:10]:
         labels = patch_labels(image, grid)
         assert labels.shape == (grid * grid, len(label_classes(grid)))
-        assert (labels[:, 3:5] == 0).all()  # no text in a scene
+        assert (labels[:, 3:5] == IGNORE).all()  # no text in a scene
         assert labels[:, 5].tolist() == [1 + i // grid for i in range(grid * grid)]
         assert labels[:, 6].tolist() == [1 + i % grid for i in range(grid * grid)]
         for obj in image.objects:
@@ -103,7 +103,7 @@ def test_patch_labels_name_what_lies_under_each_patch_centre(world_dir):
                 for o in image.objects
             )
         ]  # fmt: skip
-        assert (labels[background, :3] == 0).all()
+        assert (labels[background, :3] == IGNORE).all()  # background is no target
 
 
 def test_text_patches_name_their_word_and_letter(world_dir):

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
+from llavakit.precision import resolve_precision
 from llavakit.world.stage0.loop import (
     LoopConfig,
     autocast,
-    check_precision,
     run_loop,
     save_stage0,
     seeded_and_threaded,
@@ -68,6 +68,7 @@ def train_language_model(
     seq_len: int = 128,
     batch_size: int = 8,
     lr: float = 3e-3,
+    min_lr_fraction: float = 0.1,
     heldout_texts: Sequence[str] | None = None,
     heldout_fraction: float = 0.05,
     seed: int = 0,
@@ -86,11 +87,13 @@ def train_language_model(
     sample's beginning. Held-out loss is measured on `heldout_texts` when given (e.g. the
     world's eval split), otherwise on a `heldout_fraction` of `texts` set aside by the seed.
     `precision` "bf16" runs the forward pass under bfloat16 autocast (weights stay float32;
-    about twice as fast on CPUs with AVX-512 BF16). Returns the metrics, also written to
+    about twice as fast on CPUs with native bf16); "auto" picks it only where this CPU runs
+    bf16 natively (llavakit/precision.py). Returns the metrics, also written to
     `out_dir/stage0_metrics.json`.
 
     `time_budget_s` stops training after that many seconds (the cosine schedule follows whichever
-    of steps or time runs out first). `threads` sets torch's thread count for the run and is
+    of steps or time runs out first) and decays to `min_lr_fraction` of `lr` (1.0: a constant
+    rate after warmup, for a checkpoint that will go on training). `threads` sets torch's thread count for the run and is
     restored afterwards (None keeps it). It is 1 by default: at these widths a second thread
     gains at most about 2x on an idle 2-core machine, but costs 3-5x when another process
     holds a core.
@@ -100,7 +103,7 @@ def train_language_model(
     sizes = LanguageModelSizes(hidden_size, layers, heads)
     if seq_len < 2:
         raise ValueError(f"seq_len must be >= 2, got {seq_len}")
-    check_precision(precision)
+    precision = resolve_precision(precision)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     train_texts, eval_texts = _split_texts(
         _checked(texts, "texts"), heldout_texts, heldout_fraction, seed
@@ -134,6 +137,7 @@ def train_language_model(
         loop = LoopConfig(
             steps=steps,
             peak_lr=lr,
+            min_lr_fraction=min_lr_fraction,
             time_budget_s=time_budget_s,
             progress=progress,
             description="stage 0: language model",

@@ -72,18 +72,10 @@ class LoopResult:
         }
 
 
-PRECISIONS = ("fp32", "bf16")
-
-
-def check_precision(precision: str) -> None:
-    """Refuse an unknown `precision` before any work is done."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-
-
 def autocast(precision: str):
     """The forward pass's context: bfloat16 autocast for "bf16" (weights stay float32; about
-    twice as fast on CPUs with AVX-512 BF16), nothing for "fp32"."""
+    twice as fast on CPUs with native bf16, far slower without: see llavakit/precision.py),
+    nothing for "fp32"."""
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
 

@@ -25,8 +25,9 @@ SHAPE, COLOUR, SIZE, WORD, LETTER, ROW, COLUMN = range(7)
 
 
 def label_classes(grid: int) -> dict[str, int]:
-    """Classes of each probe of a `grid` x `grid` tower, in column order. Class 0 is "nothing
-    here" (background, or no text); rows and columns count from 1."""
+    """Classes of each probe of a `grid` x `grid` tower, in column order; rows and columns count
+    from 1. Class 0 of the others is never a target (a patch that shows no object or no text is
+    IGNORE for them, see `patch_labels`); it keeps the class ids of the vocabulary's order."""
     return {
         "shape": 1 + len(CATEGORIES),
         "colour": 1 + len(OBJECT_COLOURS),
@@ -47,12 +48,13 @@ _WORDS = {word.lower(): i for i, word in enumerate(WORDS, start=1)}
 def patch_labels(image: WorldImage, grid: int) -> torch.Tensor:
     """[grid * grid, 7] class ids of the patches of a `grid` x `grid` tower, row-major.
 
-    A scene labels shape, colour and size (later objects are drawn on top) and has no text; a
-    text image labels the word and letter under each patch (letters spread evenly over a word's
-    box) and leaves the shape probes out (IGNORE)."""
-    labels = torch.zeros(grid * grid, len(label_classes(grid)), dtype=torch.long)
-    if not image.is_scene:
-        labels[:, [SHAPE, COLOUR, SIZE]] = IGNORE
+    A scene labels shape, colour and size under each patch (later objects are drawn on top); a
+    text image labels the word and letter (letters spread evenly over a word's box). Every other
+    entry is IGNORE, the background included: with "nothing here" as a class, the three quarters
+    of patches that show background drowned the object patches, and in 100 s the shape probe
+    stayed at chance (0.14 on object patches; without background targets 0.29, colour 0.75 ->
+    0.97, size 0.56 -> 0.89, README). Row and column are labelled on every patch."""
+    labels = torch.full((grid * grid, len(label_classes(grid))), IGNORE, dtype=torch.long)
     for row in range(grid):
         for col in range(grid):
             x = (col + 0.5) * image.width / grid
