@@ -1,9 +1,9 @@
 """Which training precision pays off on the CPU at hand.
 
 bf16 autocast is about twice as fast as float32 for a tiny model's training step on a CPU with
-native bf16 matrix units (AVX-512 BF16, AMX, recent Arm cores), and about twenty times *slower*
-on one without them (an AVX2-only AMD EPYC measured a 512x512 bf16 matmul 60x slower than
-float32: torch emulates it). Flags and capability strings differ across vendors and builds, so
+native bf16 matrix units (AVX-512 BF16, AMX, recent Arm cores), and five to eight times *slower*
+on one without them, where torch emulates it (an AVX2-only AMD EPYC: a 512x512 matmul 60x
+slower, every demo training stage 0.13-0.21x, bench/demo_throughput.py). Flags and capability strings differ across vendors and builds, so
 the question is answered the way that cannot be wrong: time one matmul both ways.
 """
 

@@ -60,8 +60,8 @@ class DemoSizes:
     under each patch (world/stage0/region_labels.py), beside the contrastive loss."""
     precision: str = "auto"
     """bf16 autocast for stage 0-2 training where the CPU runs bf16 natively (about 2x a float32
-    step with AVX-512 BF16), float32 where it does not (emulated bf16 made the stage-0 LM 20x
-    slower on an AVX2-only EPYC: 11 steps in 100 s instead of 210). Resolved once per run
+    step with AVX-512 BF16), float32 where it does not (on an AVX2-only EPYC emulated bf16 gave
+    the stage-0 LM 11 steps in 100 s against 76 in float32). Resolved once per run
     (llavakit/precision.py); the report records the choice."""
     vocab_size: int = 2000
     vqa_questions: int = 10

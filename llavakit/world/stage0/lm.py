@@ -93,10 +93,10 @@ def train_language_model(
 
     `time_budget_s` stops training after that many seconds (the cosine schedule follows whichever
     of steps or time runs out first) and decays to `min_lr_fraction` of `lr` (1.0: a constant
-    rate after warmup, for a checkpoint that will go on training). `threads` sets torch's thread count for the run and is
-    restored afterwards (None keeps it). It is 1 by default: at these widths a second thread
-    gains at most about 2x on an idle 2-core machine, but costs 3-5x when another process
-    holds a core.
+    rate after warmup, for a checkpoint that will go on training). `threads` sets torch's
+    thread count for the run and is restored afterwards (None keeps it). It is 1 by default: at
+    these widths a second thread gains at most about 2x on an idle 2-core machine, but costs
+    3-5x when another process holds a core.
     """
     from transformers import AutoTokenizer
 
