@@ -8,9 +8,8 @@ budget buys, so the table shows steps/s and tokens/s per stage and their after/b
 Rows (each at `DemoSizes.DEFAULT`'s sizes, random initial weights, nothing downloaded):
 
 - stage 0 LM: the world's tiny `LlamaForCausalLM` (DemoSizes lm_width, lm_layers, lm_heads),
-  trained by `train_language_model` with the arguments `llavakit.demo.stage0.make_stage0`
-  passes: lm_batch_size windows of lm_seq_len tokens of captions and conversations. Before: fp32; after: the demo's
-  precision (below).
+  trained by the demo's own `train_world_lm` (lm_batch_size windows of lm_seq_len tokens of
+  captions and conversations). Before: fp32; after: the demo's precision (below).
 - stage 0 CLIP: the world's tiny CLIP (DemoSizes image_size, patch_size, clip_width,
   clip_layers), trained by
   the demo's own `train_world_clip` (batch 32, train_clip's default; contrastive loss plus the
@@ -75,7 +74,6 @@ import dataclasses
 import functools
 import json
 import platform
-import random
 import sys
 import tempfile
 import time
@@ -118,31 +116,13 @@ def prepare(out: Path, sizes) -> None:
         make_world(out, sizes)
         make_data(out, sizes, with_llavar=False)
     if not (out / "stage0" / "tokenizer").is_dir():
+        from llavakit.demo.stage0 import language_corpus
         from llavakit.world.stage0 import train_tokenizer
 
-        captions, _, rendered = lm_texts(out, sizes)
-        train_tokenizer(captions + rendered, out / "stage0" / "tokenizer", sizes.vocab_size)
-
-
-def lm_texts(out: Path, sizes) -> tuple[list[str], list[list[dict]], list[str]]:
-    """Captions, conversations in words and their renderings, as `make_stage0` builds them."""
-    from llavakit.conversation import render_text
-    from llavakit.demo.stage0 import LM_SOURCES, TEMPLATE
-    from llavakit.world import load_split
-    from llavakit.world.stage0.text import conversations_in_words
-
-    split = load_split(out / "world", "train")
-    images = {image.file_name: image for image in split.images}
-    captions = [caption for image in split.images for caption in image.captions]
-    records = []
-    for name in LM_SOURCES:
-        path = out / "data" / f"{name}.json"
-        if path.is_file():
-            records += json.loads(path.read_text())
-    conversations = conversations_in_words(records, images)
-    random.Random(sizes.seed).shuffle(conversations)
-    rendered = [render_text(TEMPLATE, messages)[0] for messages in conversations]
-    return captions, conversations, rendered
+        corpus = language_corpus(out, sizes)
+        train_tokenizer(
+            corpus.captions + corpus.rendered, out / "stage0" / "tokenizer", sizes.vocab_size
+        )
 
 
 # ---- measuring -----------------------------------------------------------------------------
@@ -209,36 +189,15 @@ def rates(clock: StepClock, counts: list, warmup: int, steps: int, which: str) -
 
 # ---- the rows ------------------------------------------------------------------------------
 def run_stage0_lm(out: Path, sizes, threads: int) -> tuple[StepClock, list]:
-    """`train_language_model` at the sizes `make_stage0` gives it. make_stage0 has no separate
-    LM function to call (its CLIP has `train_world_clip`), so this repeats its call; which texts
-    and learning-rate schedule it passes do not change a step's cost (every window is full)."""
+    """The demo's `train_world_lm` on its corpus, in this process."""
     from transformers import LlamaForCausalLM
 
-    from llavakit.demo.stage0 import TEMPLATE
-    from llavakit.world.stage0 import train_language_model
+    from llavakit.demo.stage0 import language_corpus, train_world_lm
 
-    captions, conversations, _ = lm_texts(out, sizes)
+    corpus = language_corpus(out, sizes)
     clock, counts = StepClock(), []
     with optimizer_steps(clock), counted_forward(LlamaForCausalLM, lm_tokens, counts):
-        train_language_model(
-            captions,
-            out / "stage0" / "tokenizer",
-            out / "stage0" / "llm",
-            hidden_size=sizes.lm_width,
-            layers=sizes.lm_layers,
-            heads=sizes.lm_heads,
-            steps=sizes.lm_steps,
-            seq_len=sizes.lm_seq_len,
-            batch_size=sizes.lm_batch_size,
-            lr=sizes.lm_lr,
-            seed=sizes.seed,
-            time_budget_s=sizes.lm_budget_s,
-            threads=threads,
-            conversations=conversations if sizes.lm_contextual_qa else (),
-            template=TEMPLATE,
-            precision=sizes.precision,
-            progress=False,
-        )
+        train_world_lm(out, sizes, threads, corpus)
     return clock, counts
 
 

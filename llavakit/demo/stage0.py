@@ -14,6 +14,7 @@ import json
 import os
 import random
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -24,16 +25,28 @@ LM_SOURCES = ("instruct", "vqa", "noisy")
 """Data files (data/NAME.json) whose conversations the LLM learns with each image in words."""
 
 
-def make_stage0(out: Path, sizes: DemoSizes) -> dict:
+@dataclass(frozen=True)
+class LanguageCorpus:
+    """What the tokenizer and the world's LLM read, built once from the training split."""
+
+    captions: list[str]
+    """Every caption of every training image (the tokenizer reads them all)."""
+    lm_captions: list[str]
+    """The captions the LLM reads: `lm_captions_per_image` of each image."""
+    conversations: list[list[dict]]
+    """The training conversations with each image in words (world/stage0/text.py), shuffled."""
+    rendered: list[str]
+    """Those conversations rendered with the chat template (for the tokenizer)."""
+
+
+def language_corpus(out: Path, sizes: DemoSizes) -> LanguageCorpus:
+    """The corpus of the training split's captions and LM_SOURCES' conversations."""
     from llavakit.conversation import render_text
     from llavakit.world import load_split
-    from llavakit.world.stage0 import train_language_model, train_tokenizer
     from llavakit.world.stage0.text import conversations_in_words
 
-    stage0 = out / "stage0"
     split = load_split(out / "world", "train")
     images = {image.file_name: image for image in split.images}
-    captions = [caption for image in split.images for caption in image.captions]
     records = []
     for name in LM_SOURCES:
         path = out / "data" / f"{name}.json"
@@ -41,40 +54,55 @@ def make_stage0(out: Path, sizes: DemoSizes) -> dict:
             records += json.loads(path.read_text())
     conversations = conversations_in_words(records, images)
     random.Random(sizes.seed).shuffle(conversations)
-    rendered = [render_text(TEMPLATE, messages)[0] for messages in conversations]
-    train_tokenizer(captions + rendered, stage0 / "tokenizer", vocab_size=sizes.vocab_size)
+    per_image = sizes.lm_captions_per_image
+    return LanguageCorpus(
+        captions=[caption for image in split.images for caption in image.captions],
+        lm_captions=[c for image in split.images for c in image.captions[:per_image]],
+        conversations=conversations,
+        rendered=[render_text(TEMPLATE, messages)[0] for messages in conversations],
+    )
 
+
+def make_stage0(out: Path, sizes: DemoSizes) -> dict:
+    from llavakit.world.stage0 import train_tokenizer
+
+    corpus = language_corpus(out, sizes)
+    train_tokenizer(
+        corpus.captions + corpus.rendered, out / "stage0" / "tokenizer", sizes.vocab_size
+    )
     threads = max(1, (os.cpu_count() or 2) // 2)
     with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
         clip_job = pool.submit(train_world_clip, out, sizes, threads)
-        lm = train_language_model(
-            _lm_captions(split.images, sizes.lm_captions_per_image),
-            stage0 / "tokenizer",
-            stage0 / "llm",
-            hidden_size=sizes.lm_width,
-            layers=sizes.lm_layers,
-            heads=sizes.lm_heads,
-            steps=sizes.lm_steps,
-            seq_len=sizes.lm_seq_len,
-            batch_size=sizes.lm_batch_size,
-            lr=sizes.lm_lr,
-            min_lr_fraction=sizes.lm_lr_floor,
-            seed=sizes.seed,
-            time_budget_s=sizes.lm_budget_s,
-            threads=threads,
-            conversations=conversations if sizes.lm_contextual_qa else (),
-            template=TEMPLATE,
-            precision=sizes.precision,
-            progress=False,
-        )
+        lm = train_world_lm(out, sizes, threads, corpus)
         clip = clip_job.result()
     lm["benchmark_in_words"] = benchmark_in_words(out, sizes)
     return {"clip": _scalars(clip), "llm": _scalars(lm)}
 
 
-def _lm_captions(images, per_image: int | None) -> list[str]:
-    """The first `per_image` captions of every image (all of them for None)."""
-    return [caption for image in images for caption in image.captions[:per_image]]
+def train_world_lm(out: Path, sizes: DemoSizes, threads: int, corpus: LanguageCorpus) -> dict:
+    """The world's LLM on `corpus`, at the demo's sizes, into stage0/llm."""
+    from llavakit.world.stage0 import train_language_model
+
+    return train_language_model(
+        corpus.lm_captions,
+        out / "stage0" / "tokenizer",
+        out / "stage0" / "llm",
+        hidden_size=sizes.lm_width,
+        layers=sizes.lm_layers,
+        heads=sizes.lm_heads,
+        steps=sizes.lm_steps,
+        seq_len=sizes.lm_seq_len,
+        batch_size=sizes.lm_batch_size,
+        lr=sizes.lm_lr,
+        min_lr_fraction=sizes.lm_lr_floor,
+        seed=sizes.seed,
+        time_budget_s=sizes.lm_budget_s,
+        threads=threads,
+        conversations=corpus.conversations if sizes.lm_contextual_qa else (),
+        template=TEMPLATE,
+        precision=sizes.precision,
+        progress=False,
+    )
 
 
 def benchmark_in_words(out: Path, sizes: DemoSizes) -> dict[str, float]:
