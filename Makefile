@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint bench install clean browser
+.PHONY: demo test lint bench install clean browser stand-ins
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,9 +20,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/llavakit demo --out runs/demo
 
+# Rebuild the shipped stage-0 stand-ins (the pretrained CLIP and LLM the demo starts from):
+# about 45 minutes on a 2-core laptop. Needed only after a change to the world or stage 0.
+stand-ins: $(STAMP)
+	$(BIN)/llavakit world stand-ins --out llavakit/demo/stand_ins --work runs/stand_ins_work
+
 test: $(STAMP) browser
 	$(BIN)/ruff check llavakit tests bench
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 # The web UI test drives Debian's Chromium; install it when we can (root), else that test skips.
 browser:

@@ -9,7 +9,8 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "demo",
         help="run the whole LLaVA + LLaVAR pipeline on the embedded world (CPU)",
-        description="World -> teacher data -> stage 0 (tokenizer, CLIP, LLM) -> stage 1 -> "
+        description="World -> teacher data -> stage 0 (the pretrained tokenizer, CLIP and "
+        "LLM: shipped stand-ins, or trained in the run) -> stage 1 -> "
         "LLaVAR conversations -> stage 2 -> evaluation -> sample chat -> report. Finished "
         "steps are reused on a rerun; --fresh starts over.",
     )
@@ -32,7 +33,14 @@ def register(subparsers) -> None:
         "--seed",
         type=int,
         default=0,
-        help="seed of the world, the data and every model (the README reports seeds 0-2)",
+        help="seed of the world, the data and the models trained in the run (the shipped "
+        "stage-0 stand-ins are the same for every seed; the README reports seeds 0-2)",
+    )
+    parser.add_argument(
+        "--stage0",
+        help="where the pretrained CLIP and LLM come from: 'shipped' (llavakit's stand-ins, "
+        "the default), 'train' (train them inside the run), or a folder built by "
+        "`llavakit world stand-ins`",
     )
     parser.add_argument(
         "--smoke", action="store_true", help="tiny sizes (under a minute), for tests"
@@ -43,15 +51,23 @@ def register(subparsers) -> None:
 def _demo(args) -> int:
     import dataclasses
     import logging
+    import sys
 
     from llavakit.demo.pipeline import run_demo
     from llavakit.demo.report import ablation_columns
     from llavakit.demo.sizes import SMOKE, for_budget
+    from llavakit.demo.stand_ins import StandInsError
 
     logging.basicConfig(level=logging.WARNING)
     sizes = SMOKE if args.smoke else for_budget(args.minutes)
     sizes = dataclasses.replace(sizes, seed=args.seed)
-    report = run_demo(args.out, sizes, fresh=args.fresh, ablation=args.ablation)
+    if args.stage0:
+        sizes = dataclasses.replace(sizes, stage0=args.stage0)
+    try:
+        report = run_demo(args.out, sizes, fresh=args.fresh, ablation=args.ablation)
+    except StandInsError as error:
+        print(f"llavakit demo: {error}", file=sys.stderr)
+        return 2
     print("\nheld-out accuracy (stage 1 only -> final):")
     for category, value in report["accuracy"].items():
         print(f"  {category:<14} {report['accuracy_stage1'].get(category, 0):.2f} -> {value:.2f}")

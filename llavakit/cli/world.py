@@ -4,11 +4,13 @@ llavakit world generate --out DIR --scenes N --text-images M --seed S
 llavakit world benchmark --world DIR --out questions.jsonl [--split eval]
 llavakit world preview --world DIR --out sheet.png [--split train --n 24]
 llavakit world vqa --world DIR --out vqa.json [--split train --questions 12]
+llavakit world stand-ins --out DIR [--minutes 40 --work DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -79,6 +81,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     vqa.add_argument("--questions", type=int, default=12, help="questions per image (at most)")
     vqa.add_argument("--seed", type=int, default=0, help="seed for question choices")
     vqa.set_defaults(func=_vqa)
+
+    stand_ins = verbs.add_parser(
+        "stand-ins",
+        help="pretrain the world's CLIP and LLM, the stand-ins the demo starts from",
+        description="Draws the pretraining world (its own seed), writes its teacher and OCR "
+        "data, and trains the tokenizer, the CLIP and the LLM for --minutes each, side by side "
+        "(demo/stand_ins.py). Writes DIR/{tokenizer,llm,clip}/ and DIR/manifest.json; "
+        "`llavakit demo --stage0 DIR` uses them. The shipped ones are rebuilt with "
+        "`make stand-ins`.",
+    )
+    stand_ins.add_argument("--out", type=Path, required=True, help="stand-ins folder to write")
+    stand_ins.add_argument(
+        "--minutes", type=float, default=40.0, help="training time of each model"
+    )
+    stand_ins.add_argument(
+        "--work", type=Path, help="keep the pretraining world, data and losses here"
+    )
+    stand_ins.add_argument(
+        "--smoke", action="store_true", help="the demo's tiny test sizes (seconds, for tests)"
+    )
+    stand_ins.set_defaults(func=_stand_ins)
+
+
+def _stand_ins(args: argparse.Namespace) -> int:
+    from llavakit.demo.sizes import DEFAULT, SMOKE
+    from llavakit.demo.stand_ins import build_stand_ins
+
+    if args.minutes <= 0:
+        print(
+            f"llavakit world stand-ins: --minutes must be positive, got {args.minutes}",
+            file=sys.stderr,
+        )
+        return 2
+    if args.smoke:  # the smoke sizes' own step counts, no time budget
+        manifest = build_stand_ins(args.out, SMOKE, None, args.work)
+    else:
+        manifest = build_stand_ins(args.out, DEFAULT, args.minutes, args.work)
+    llm, clip = manifest["metrics"]["llm"], manifest["metrics"]["clip"]
+    print(
+        f"wrote {args.out}: LLM {llm['steps']} steps (held-out benchmark in words "
+        f"{llm.get('benchmark_in_words')}), CLIP {clip['steps']} steps "
+        f"(region probes {clip.get('region_accuracy')})"
+    )
+    return 0
 
 
 def _generate(args: argparse.Namespace) -> int:

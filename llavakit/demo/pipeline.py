@@ -1,7 +1,8 @@
 """`llavakit demo`: every stage of the LLaVA and LLaVAR papers on the embedded world, on a CPU.
 
 world -> data generation (LLaVA teacher data, stage-1 captions, LLaVAR OCR data) -> stage 0
-(tokenizer, CLIP, LLM: the "pretrained" parts) -> stage 1 align -> stage 2 instruct ->
+(tokenizer, CLIP, LLM: the "pretrained" parts; llavakit's shipped stand-ins, or trained in the
+run) -> stage 1 align -> stage 2 instruct ->
 evaluation of both stages -> a sample chat -> report. Each step's result is cached under a key
 made of its settings and its inputs' keys, so a rerun reuses finished steps and `--fresh`
 starts over.
@@ -22,6 +23,7 @@ from llavakit.demo.files import remove
 from llavakit.demo.llavar import make_conversations
 from llavakit.demo.sizes import DemoSizes
 from llavakit.demo.stage0 import TEMPLATE, make_stage0
+from llavakit.demo.stand_ins import install_stand_ins, manifest_key, stand_ins_folder
 from llavakit.files import write_text_atomic
 
 STATE_FILE = "steps.json"
@@ -62,6 +64,8 @@ class StepCache:
 
 # ---- steps -------------------------------------------------------------------------------------
 def make_world(out: Path, sizes: DemoSizes) -> dict:
+    """The world; its eval split avoids every training image of the stage-0 stand-ins."""
+    from llavakit.demo.stand_ins import excluded_content
     from llavakit.world import generate_world
 
     summary = generate_world(
@@ -70,6 +74,7 @@ def make_world(out: Path, sizes: DemoSizes) -> dict:
         sizes.n_text_images,
         seed=sizes.seed,
         small_text_fraction=sizes.small_text_fraction,
+        exclude=excluded_content(sizes),
         progress=True,
     )
     return {"counts": summary.counts}
@@ -343,14 +348,27 @@ def run_demo(
     sizes = replace(sizes, precision=resolve_precision(sizes.precision))
     steps = StepCache(out, fresh=fresh, log=log)
     s = sizes.to_dict()
+    stand_ins = stand_ins_folder(sizes.stage0)
+    # Names the stand-ins (None: stage 0 trains in the run) in every key that depends on them.
+    stand_ins_key = manifest_key(stand_ins) if stand_ins else None
     world_sizes = {k: s[k] for k in ("n_scenes", "n_text_images", "small_text_fraction", "seed")}
+    world_sizes["stand_ins"] = stand_ins_key
     world = steps.run("world", world_sizes, lambda: make_world(out, sizes))
     data = steps.run(
         "data",
         {"world": world["key"], "ocr_images": sizes.ocr_images, "seed": sizes.seed},
         lambda: make_data(out, sizes),
     )
-    stage0 = steps.run("stage0", {"data": data["key"], "sizes": s}, lambda: make_stage0(out, sizes))
+    if stand_ins is None:
+        stage0 = steps.run(
+            "stage0", {"data": data["key"], "sizes": s}, lambda: make_stage0(out, sizes)
+        )
+    else:
+        stage0 = steps.run(
+            "stage0",
+            {"world": world["key"], "stand_ins": stand_ins_key, "sizes": s},
+            lambda: install_stand_ins(stand_ins, out, sizes),
+        )
     stage1_sources, stage2_sources = stage_sources(sizes)
     stage1 = steps.run(
         "stage1",

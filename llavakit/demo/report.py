@@ -74,6 +74,7 @@ def markdown(report: dict) -> str:
     )
     data = ", ".join(f"{name}: {n}" for name, n in report["data"].items())
     curve = curve_section(report.get("curve", []))
+    stage0 = stage0_section(report.get("stage0", {}))
     precision = report.get("sizes", {}).get("precision", "not recorded")
     return f"""# llavakit demo report
 
@@ -85,7 +86,7 @@ stage 0 (tokenizer, CLIP, LLM) -> stage 1 (align) -> stage 2 (instruct) -> held-
 {chr(10).join(rows)}
 
 ![accuracy](accuracy.png)
-{curve}
+{curve}{stage0}
 ## Training loss
 
 ![loss curves](loss_curves.png)
@@ -105,6 +106,32 @@ stage 0 (tokenizer, CLIP, LLM) -> stage 1 (align) -> stage 2 (instruct) -> held-
 {seconds}
 
 Final checkpoint: `{report["checkpoint"]}` (`llavakit chat {report["checkpoint"]} --image IMG`).
+"""
+
+
+def stage0_section(stage0: dict) -> str:
+    """Where the pretrained CLIP and LLM came from, and what they bring ('' when unknown)."""
+    llm, clip = stage0.get("llm"), stage0.get("clip")
+    if not llm or not clip:
+        return ""
+    if "source" in stage0:
+        origin = (
+            f"The stand-ins from `{stage0['source']}` (built {stage0.get('built')}, "
+            f"{stage0.get('build_minutes')} minutes each; demo/stand_ins.py), copied in as a "
+            "user's run copies in a downloaded CLIP and Vicuna."
+        )
+    else:
+        origin = "Trained inside this run (`--stage0 train`)."
+    in_words = ", ".join(f"{c} {v:.2f}" for c, v in llm.get("benchmark_in_words", {}).items())
+    probes = ", ".join(f"{c} {v:.2f}" for c, v in clip.get("region_accuracy", {}).items())
+    return f"""
+## Stage 0 (the pretrained CLIP and LLM)
+
+{origin}
+
+- LLM: {llm.get("steps")} steps; this run's held-out questions with each image written in words
+  (the text-only benchmark): {in_words or "not measured"}.
+- CLIP: {clip.get("steps")} steps; held-out patch probes: {probes or "not measured"}.
 """
 
 

@@ -58,6 +58,11 @@ class DemoSizes:
     clip_region_objective: bool = True
     """The CLIP's patch features also learn to name the shape, colour, size, word and letter
     under each patch (world/stage0/region_labels.py), beside the contrastive loss."""
+    stage0: str = "shipped"
+    """Where the pretrained CLIP and LLM come from: "shipped" (llavakit's stand-ins, pretrained
+    once for far longer than a demo can afford: demo/stand_ins.py), "train" (train them inside
+    the run with the `clip_*` and `lm_*` sizes and budgets below), or a stand-ins folder built
+    by `llavakit world stand-ins`."""
     precision: str = "auto"
     """bf16 autocast for stage 0-2 training where the CPU runs bf16 natively (about 2x a float32
     step with AVX-512 BF16), float32 where it does not (on an AVX2-only EPYC emulated bf16 gave
@@ -89,7 +94,9 @@ class DemoSizes:
     """Questions per category for each point of that curve."""
     clip_budget_s: float | None = 100
     lm_budget_s: float | None = 100
-    """The CLIP and the LLM train at the same time, one process (and core) each."""
+    """With `stage0="train"`: the CLIP and the LLM train at the same time, one process (and
+    core) each. The stand-ins build (`llavakit world stand-ins`) replaces both with its
+    --minutes."""
     stage1_budget_s: float | None = 40
     stage2_budget_s: float | None = 240
     """Wall-clock caps per training step, so a slow machine still finishes near the budget."""
@@ -128,6 +135,7 @@ SMOKE = replace(
     lm_budget_s=None,
     stage1_budget_s=None,
     stage2_budget_s=None,
+    stage0="train",
 )
 
 

@@ -9,6 +9,7 @@ pixels, as in COCO.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +98,11 @@ class WorldImage:
             return (self.kind, self.background, tuple(objects))
         colours = tuple(sorted({o.color for o in self.objects} | {t.color for t in self.texts}))
         return (self.kind, tuple(self.lines()), colours)
+
+    def content_digest(self) -> str:
+        """`content_key` as a short stable string, for keeping another world's images (the
+        stage-0 stand-ins' pretraining world) out of an eval split."""
+        return hashlib.sha1(repr(self.content_key()).encode()).hexdigest()[:16]
 
 
 @dataclass

@@ -8,13 +8,17 @@ Layout of `out_dir`:
 
 Every image is drawn from its own random stream, named by (seed, split, kind, index), so an
 image does not depend on how many others were asked for. Eval images whose content equals a
-train image's (possible for one-word signs) are redrawn, so eval never repeats train.
+train image's (possible for one-word signs), or one of `exclude` (the content digests of another
+world's training images, such as the stage-0 stand-ins' pretraining world), are redrawn, so eval
+never repeats anything a model has trained on.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -50,6 +54,9 @@ class WorldConfig:
     text_size: int = 192
     small_text_fraction: float = 0.0
     """Share of text-rich images rendered with deliberately small text."""
+    excluded: str = ""
+    """Digest of the `exclude` set the eval split keeps out ("" for none): part of the world's
+    identity, so a world made against other excluded images is not reused."""
 
     def __post_init__(self) -> None:
         if self.n_scenes < 0 or self.n_text_images < 0:
@@ -91,10 +98,14 @@ def generate_world(
     text_size: int = 192,
     small_text_fraction: float = 0.0,
     font_dirs: tuple[str, ...] = DEFAULT_FONT_DIRS,
+    exclude: Collection[str] = (),
     reuse: bool = True,
     progress: bool = True,
 ) -> WorldSummary:
-    """Draw a world into `out_dir`; with `reuse`, an identical finished world is kept as is."""
+    """Draw a world into `out_dir`; with `reuse`, an identical finished world is kept as is.
+
+    `exclude` holds content digests (`WorldImage.content_digest`) that no eval image may have."""
+    excluded = frozenset(exclude)
     config = WorldConfig(
         n_scenes=n_scenes,
         n_text_images=n_text_images,
@@ -103,6 +114,7 @@ def generate_world(
         scene_size=scene_size,
         text_size=text_size,
         small_text_fraction=small_text_fraction,
+        excluded=_digest_of(excluded),
     )
     out_dir = Path(out_dir)
     if reuse:
@@ -129,10 +141,15 @@ def generate_world(
             else:
                 text_config = TextImageConfig(size=config.text_size, small_text=small)
                 image, annotation = render_text_image(rng, image_id, file_name, fonts, text_config)
-            if split == "train" or annotation.content_key() not in train_content:
+            if split == "train" or (
+                annotation.content_key() not in train_content
+                and annotation.content_digest() not in excluded
+            ):
                 break
         else:
-            raise RuntimeError(f"could not draw an eval {kind} unlike every train image")
+            raise RuntimeError(
+                f"could not draw an eval {kind} unlike every train (and excluded) image"
+            )
         if split == "train":
             train_content.add(annotation.content_key())
         image.save(image_dir / file_name)
@@ -161,6 +178,13 @@ def generate_world(
     }
     write_text_atomic(out_dir / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     return summary
+
+
+def _digest_of(digests: frozenset[str]) -> str:
+    """One short digest naming a set of content digests ("" for the empty set)."""
+    if not digests:
+        return ""
+    return hashlib.sha256("\n".join(sorted(digests)).encode()).hexdigest()[:16]
 
 
 def _plan(config: WorldConfig) -> list[tuple[str, str, int, bool]]:

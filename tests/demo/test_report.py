@@ -47,3 +47,14 @@ def test_curve_section_lists_every_point_in_demo_minutes():
     rows = _table_rows(markdown(_report(curve=curve)), "demo minutes")
     assert rows[2:] == [["1.5", "5", "0.50", "0.00"], ["2.5", "9", "0.75", "0.50"]]
     assert "Accuracy against time" not in markdown(_report())
+
+
+def test_stage0_section_says_where_the_models_came_from():
+    llm = {"steps": 40, "benchmark_in_words": {"existence": 0.5}}
+    clip = {"steps": 30, "region_accuracy": {"shape": 0.25}}
+    shipped = {"source": "llavakit/demo/stand_ins", "built": "2026-12-02", "build_minutes": 40}
+    text = markdown(_report(stage0=shipped | {"llm": llm, "clip": clip}))
+    assert "stand-ins from `llavakit/demo/stand_ins`" in text and "existence 0.50" in text
+    assert "shape 0.25" in text and "40 steps" in text
+    assert "Trained inside this run" in markdown(_report(stage0={"llm": llm, "clip": clip}))
+    assert "## Stage 0" not in markdown(_report())

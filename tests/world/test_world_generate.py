@@ -74,6 +74,19 @@ def test_same_seed_same_world_and_reuse(world_dir, tmp_path):
     assert load_split(world_dir, "train") != load_split(tmp_path / "copy", "train")
 
 
+def test_excluded_content_never_reaches_the_eval_split(world_dir, tmp_path):
+    """Another world's images (the stage-0 stand-ins' training set) are kept out of eval."""
+    args = dict(n_scenes=60, n_text_images=24, seed=7, eval_fraction=0.25, small_text_fraction=0.25)
+    first_eval = {i.content_digest() for i in load_split(world_dir, "eval").images}
+    again = generate_world(tmp_path / "again", **args, exclude=first_eval, progress=False)
+    assert not again.reused and again.config.excluded
+    held_out = load_split(tmp_path / "again", "eval").images
+    assert len(held_out) == 21 and not {i.content_digest() for i in held_out} & first_eval
+    assert load_split(tmp_path / "again", "train") == load_split(world_dir, "train")
+    assert generate_world(tmp_path / "again", **args, exclude=first_eval, progress=False).reused
+    assert not generate_world(tmp_path / "again", **args, progress=False).reused
+
+
 def test_an_image_does_not_depend_on_how_many_were_asked_for(tmp_path):
     generate_world(tmp_path / "a", n_scenes=4, n_text_images=0, eval_fraction=0.0, progress=False)
     generate_world(tmp_path / "b", n_scenes=8, n_text_images=0, eval_fraction=0.0, progress=False)

@@ -13,7 +13,9 @@ parser and written as LLaVA records. OCR, captions and finished conversations ea
 journal, so a rerun resumes at the first unfinished step of each image.
 
 The captioner is any function from an image to a sentence; `engine_captioner` makes one from a
-llavakit checkpoint through the inference engine.
+llavakit checkpoint through the inference engine. A captioner that also has `caption_batch`
+(a list of images to a list of sentences) and `batch_size` is given that many images at a time:
+one batched generate call instead of one per image.
 """
 
 from __future__ import annotations
@@ -167,20 +169,39 @@ def engine_captioner(
     prompt: str = CAPTION_PROMPT,
     max_new_tokens: int = 64,
     device: str = "auto",
+    batch_size: int = 16,
 ) -> Captioner:
-    """A captioner that asks a llavakit checkpoint `prompt` about each image (greedy)."""
-    from llavakit.infer.engine import Engine, Request, SamplingParams
+    """A captioner that asks a llavakit checkpoint `prompt` about each image (greedy), up to
+    `batch_size` images per generate call."""
+    from llavakit.infer.engine import Engine
 
-    engine = Engine.load(checkpoint, device=device)
-    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
+    return EngineCaptioner(
+        Engine.load(checkpoint, device=device, max_batch_size=batch_size),
+        prompt,
+        max_new_tokens,
+        batch_size,
+    )
 
-    def caption(image: Image.Image) -> str:
-        request = Request(
-            messages=[{"role": "user", "content": prompt}], images=[image], params=params
-        )
-        return engine.generate([request])[0].text.strip()
 
-    return caption
+@dataclass
+class EngineCaptioner:
+    """Captions images with a loaded inference engine, a batch of them per generate call."""
+
+    engine: Any
+    prompt: str = CAPTION_PROMPT
+    max_new_tokens: int = 64
+    batch_size: int = 16
+
+    def __call__(self, image: Image.Image) -> str:
+        return self.caption_batch([image])[0]
+
+    def caption_batch(self, images: Sequence[Image.Image]) -> list[str]:
+        from llavakit.infer.engine import Request, SamplingParams
+
+        params = SamplingParams(max_new_tokens=self.max_new_tokens, temperature=0.0)
+        messages = [{"role": "user", "content": self.prompt}]
+        requests = [Request(messages=messages, images=[image], params=params) for image in images]
+        return [completion.text.strip() for completion in self.engine.generate(requests)]
 
 
 # ---- the command ---------------------------------------------------------------------------------
@@ -248,16 +269,29 @@ def _captions(
         if entry.get("captioner") == options.captioner_name
     }
     todo = [item for item in items if item.key not in captions]
+    caption_batch = getattr(captioner, "caption_batch", None)
+    size = max(1, getattr(captioner, "batch_size", 1)) if caption_batch else 1
     with (
         journal,
         tqdm(total=len(todo), desc="caption", unit="img", disable=not options.progress) as bar,
     ):
-        for item in todo:
-            image = load_image(item.path, max_pixels=options.ocr.max_pixels)
-            caption = captioner(mask_text(image, ocr[item.key].lines)).strip()
-            captions[item.key] = caption
-            journal.append(item.key, {"captioner": options.captioner_name, "caption": caption})
-            bar.update(1)
+        for start in range(0, len(todo), size):
+            chunk = todo[start : start + size]
+            masked = []
+            for item in chunk:
+                image = load_image(item.path, max_pixels=options.ocr.max_pixels)
+                masked.append(mask_text(image, ocr[item.key].lines))
+            written = caption_batch(masked) if caption_batch else [captioner(masked[0])]
+            if len(written) != len(chunk):
+                raise RuntimeError(
+                    f"captioner returned {len(written)} captions for {len(chunk)} images"
+                )
+            for item, caption in zip(chunk, written):
+                captions[item.key] = caption.strip()
+                journal.append(
+                    item.key, {"captioner": options.captioner_name, "caption": caption.strip()}
+                )
+            bar.update(len(chunk))
     return captions
 
 

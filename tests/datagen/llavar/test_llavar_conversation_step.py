@@ -136,6 +136,46 @@ def test_conversations_end_to_end_and_resume(filtered, image_folder, tmp_path):
     assert json.loads(out.read_text()) == records
 
 
+class BatchingCaptioner(RecordingCaptioner):
+    batch_size = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    def caption_batch(self, images):
+        self.batches.append(len(images))
+        first = len(self.images)
+        self.images.extend(images)
+        return [f"caption {first + i}" for i in range(len(images))]
+
+
+def test_a_batching_captioner_gets_its_batch_size_and_every_caption_is_journaled(
+    filtered, image_folder, tmp_path
+):
+    kept = (filtered / "kept.jsonl",)
+    options = ConversationOptions(
+        out=tmp_path / "c.json", lists=kept, images=image_folder, progress=False
+    )
+    captioner, teacher = BatchingCaptioner(), RecordingTeacher()
+    assert generate_conversations(options, captioner, teacher).generated == 4
+    assert captioner.batches == [3, 1] and len(captioner.images) == 4
+    captions = sorted(request.context["caption"] for request in teacher.requests)
+    assert captions == ["caption 0", "caption 1", "caption 2", "caption 3"]
+
+
+def test_the_engine_captioner_makes_one_generate_call_per_batch(tiny_checkpoint):
+    from llavakit.datagen.llavar.conversations import engine_captioner
+
+    captioner = engine_captioner(tiny_checkpoint, max_new_tokens=4, device="cpu", batch_size=3)
+    images = [Image.new("RGB", (40, 40), colour) for colour in ("red", "blue", "green")]
+    captions = captioner.caption_batch(images)
+    assert len(captions) == 3 and all(isinstance(c, str) for c in captions)
+    assert captioner.engine.batch_sizes[:] == [3]
+    assert isinstance(captioner(images[0]), str)
+    assert captioner.engine.batch_sizes[:] == [3, 1]
+
+
 class LeakyTeacher:
     name = "leaky"
 
