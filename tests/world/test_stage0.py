@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import pytest
@@ -230,6 +231,13 @@ def test_language_model_is_seeded_and_honours_time_budget(tokenizer_dir, tmp_pat
         WORLD_TEXT, tokenizer_dir, tmp_path / "c", steps=100_000, time_budget_s=0.3, **tiny
     )
     assert budgeted["stopped_by_budget"] and 1 <= budgeted["steps"] < 100_000
+    # bf16 autocast (the forward pass only): its own losses, float32 weights saved.
+    bf16 = train_language_model(
+        WORLD_TEXT, tokenizer_dir, tmp_path / "d", steps=3, precision="bf16", **tiny
+    )
+    assert bf16["losses"] != first["losses"] and all(map(math.isfinite, bf16["losses"]))
+    saved = json.loads((tmp_path / "d" / "config.json").read_text())
+    assert saved.get("dtype", saved.get("torch_dtype")) == "float32"
 
 
 def test_learning_rate_warms_up_then_decays_to_its_floor():
@@ -293,7 +301,7 @@ def test_language_model_learns_replies_not_prompts(tokenizer_dir, tmp_path):
     metrics = train_language_model(
         CAPTIONS, tokenizer_dir, tmp_path / "lm", hidden_size=64, layers=2, heads=2, steps=60,
         seq_len=256, batch_size=8, lr=3e-3, conversations=conversations, progress=False,
-        threads=1, precision="bf16",
+        threads=1, precision="auto",
     )  # fmt: skip
     assert metrics["n_train_conversations"] == 160
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "lm")
