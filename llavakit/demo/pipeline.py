@@ -23,7 +23,12 @@ from llavakit.demo.files import remove
 from llavakit.demo.llavar import make_conversations
 from llavakit.demo.sizes import DemoSizes
 from llavakit.demo.stage0 import TEMPLATE, make_stage0
-from llavakit.demo.stand_ins import install_stand_ins, manifest_key, stand_ins_folder
+from llavakit.demo.stand_ins import (
+    checked_manifest,
+    install_stand_ins,
+    manifest_key,
+    stand_ins_folder,
+)
 from llavakit.files import write_text_atomic
 
 STATE_FILE = "steps.json"
@@ -349,6 +354,8 @@ def run_demo(
     steps = StepCache(out, fresh=fresh, log=log)
     s = sizes.to_dict()
     stand_ins = stand_ins_folder(sizes.stage0)
+    if stand_ins is not None:
+        checked_manifest(stand_ins)  # stale or broken stand-ins stop the run before any step
     # Names the stand-ins (None: stage 0 trains in the run) in every key that depends on them.
     stand_ins_key = manifest_key(stand_ins) if stand_ins else None
     world_sizes = {k: s[k] for k in ("n_scenes", "n_text_images", "small_text_fraction", "seed")}

@@ -38,7 +38,7 @@ PRETRAIN_SEED = 1_000_000
 MANIFEST = "manifest.json"
 PARTS = {"tokenizer": "tokenizer.json", "llm": "config.json", "clip": "config.json"}
 """The folders of a stand-ins build, each with the file that shows it is complete."""
-_FINGERPRINT_WORLD = {"n_scenes": 12, "n_text_images": 6}
+_FINGERPRINT_WORLD = {"n_scenes": 16, "n_text_images": 0}
 
 
 class StandInsError(ValueError):
@@ -55,20 +55,26 @@ def stand_ins_folder(choice: str) -> Path | None:
 def world_fingerprint() -> str:
     """A digest of what the world's generator writes today.
 
-    A small world drawn with the pretraining seed: every image's content key, captions and
-    benchmark questions, and a conversation rendered with the demo's template. Stand-ins whose
-    manifest names another fingerprint learnt a different world or language."""
+    A small world of scenes drawn with the pretraining seed (each one's background and objects,
+    captions and benchmark questions), the words, kinds and colours of text-rich images, and a
+    conversation rendered with the demo's template. Stand-ins whose manifest names another
+    fingerprint learnt a different world or language. Nothing here depends on the machine:
+    text-rich images are not drawn (their layout follows the fonts a machine has installed),
+    and objects enter without their pixel boxes (which a Pillow release could move by a pixel).
+    """
     from llavakit.conversation import render_text
     from llavakit.demo.stage0 import TEMPLATE
     from llavakit.world import build_benchmark, generate_world, load_split
+    from llavakit.world.vocabulary import TEXT_COLOURS, TEXT_KINDS, WORDS
 
-    lines = []
+    lines = [repr(WORDS), repr(TEXT_KINDS), repr(sorted(TEXT_COLOURS))]
     with tempfile.TemporaryDirectory() as tmp:
         generate_world(tmp, seed=PRETRAIN_SEED, reuse=False, progress=False, **_FINGERPRINT_WORLD)
         for name in ("train", "eval"):
             split = load_split(tmp, name)
             for image in split.images:
-                lines += [repr(image.content_key()), *image.captions]
+                objects = sorted((o.category, o.color, o.size) for o in image.objects)
+                lines += [repr((image.background, objects)), *image.captions]
             lines += [q.text + " -> " + repr(q.answer) for q in build_benchmark(split, seed=0)]
     messages = [{"role": "user", "content": "<image>\nq"}, {"role": "assistant", "content": "a"}]
     lines.append(render_text(TEMPLATE, messages)[0])

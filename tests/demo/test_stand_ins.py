@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from llavakit.demo.pipeline import make_world
+from llavakit.demo.pipeline import make_world, run_demo
 from llavakit.demo.sizes import DEFAULT, SMOKE
 from llavakit.demo.stand_ins import (
     SHIPPED,
@@ -72,6 +72,9 @@ def test_stand_ins_for_another_world_or_tower_size_are_refused(built, tmp_path):
     (stale / "manifest.json").write_text(json.dumps(manifest | {"fingerprint": "0" * 16}))
     with pytest.raises(StandInsError, match="make stand-ins"):
         install_stand_ins(stale, tmp_path, SMOKE)
+    with pytest.raises(StandInsError, match="make stand-ins"):  # before any step runs
+        run_demo(tmp_path / "run", replace(SMOKE, stage0=str(stale)))
+    assert not (tmp_path / "run" / "world").exists()
     (stale / "manifest.json").unlink()
     with pytest.raises(StandInsError, match="not a stand-ins folder"):
         install_stand_ins(stale, tmp_path, SMOKE)
