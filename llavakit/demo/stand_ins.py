@@ -21,6 +21,7 @@ rebuilds them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -52,6 +53,7 @@ def stand_ins_folder(choice: str) -> Path | None:
     return SHIPPED if choice == "shipped" else Path(choice)
 
 
+@functools.cache
 def world_fingerprint() -> str:
     """A digest of what the world's generator writes today.
 
@@ -61,7 +63,8 @@ def world_fingerprint() -> str:
     fingerprint learnt a different world or language. Nothing here depends on the machine:
     text-rich images are not drawn (their layout follows the fonts a machine has installed),
     and objects enter without their pixel boxes (which a Pillow release could move by a pixel).
-    """
+    Computed once per process: the demo checks its stand-ins before its first step and again
+    when it installs them."""
     from llavakit.conversation import render_text
     from llavakit.demo.stage0 import TEMPLATE
     from llavakit.world import build_benchmark, generate_world, load_split

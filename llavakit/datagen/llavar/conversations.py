@@ -286,11 +286,9 @@ def _captions(
                 raise RuntimeError(
                     f"captioner returned {len(written)} captions for {len(chunk)} images"
                 )
-            for item, caption in zip(chunk, written):
-                captions[item.key] = caption.strip()
-                journal.append(
-                    item.key, {"captioner": options.captioner_name, "caption": caption.strip()}
-                )
+            for item, caption in zip(chunk, (text.strip() for text in written)):
+                captions[item.key] = caption
+                journal.append(item.key, {"captioner": options.captioner_name, "caption": caption})
             bar.update(len(chunk))
     return captions
 
