@@ -5,24 +5,30 @@ BIN := $(VENV)/bin
 # CPU wheel for laptops and CI; GPU users install their own CUDA torch first (see README).
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed-dev
+# No bytecode compiled at install time: Python compiles what it imports on first use, and
+# precompiling all of torch took about 45 s of a fresh install (136 s -> 91 s, README).
+PIP_FLAGS ?= -q --no-compile
+# The demo needs only the core, the teacher client and the OCR models: no web UI, server or
+# test tools.
+DEMO_STAMP := $(VENV)/.installed-demo
 
 .PHONY: demo test lint bench install clean browser stand-ins
 
-$(STAMP): pyproject.toml
+# .installed-EXTRA: the CPU torch wheel and llavakit with that extra (dev or demo).
+$(VENV)/.installed-%: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[dev]"
-	touch $(STAMP)
+	$(BIN)/pip install $(PIP_FLAGS) "$(TORCH_SPEC)" -e ".[$*]"
+	touch $@
 
 install: $(STAMP)
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/llavakit demo --out runs/demo
 
 # Rebuild the shipped stage-0 stand-ins (the pretrained CLIP and LLM the demo starts from):
 # about 45 minutes on a 2-core laptop. Needed only after a change to the world or stage 0.
-stand-ins: $(STAMP)
+stand-ins: $(DEMO_STAMP)
 	$(BIN)/llavakit world stand-ins --out llavakit/demo/stand_ins --work runs/stand_ins_work
 
 test: $(STAMP) browser

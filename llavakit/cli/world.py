@@ -46,6 +46,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="share of text images with deliberately small text",
     )
     generate.add_argument("--fresh", action="store_true", help="redraw even if already made")
+    generate.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="drawing processes (default: one per core, up to 8); the world is the same for any",
+    )
     generate.add_argument("--quiet", action="store_true", help="no progress bar")
     generate.set_defaults(func=_generate)
 
@@ -128,8 +134,13 @@ def _stand_ins(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from llavakit.world.generate import generate_world
+    from llavakit.world.generate import default_workers, generate_world
 
+    if args.workers is not None and args.workers < 1:
+        print(
+            f"llavakit world generate: --workers must be >= 1, got {args.workers}", file=sys.stderr
+        )
+        return 2
     summary = generate_world(
         args.out,
         n_scenes=args.scenes,
@@ -141,6 +152,7 @@ def _generate(args: argparse.Namespace) -> int:
         small_text_fraction=args.small_text_fraction,
         reuse=not args.fresh,
         progress=not args.quiet,
+        workers=args.workers or default_workers(),
     )
     state = "reused" if summary.reused else "wrote"
     counts = ", ".join(

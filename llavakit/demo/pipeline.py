@@ -72,6 +72,7 @@ def make_world(out: Path, sizes: DemoSizes) -> dict:
     """The world; its eval split avoids every training image of the stage-0 stand-ins."""
     from llavakit.demo.stand_ins import excluded_content
     from llavakit.world import generate_world
+    from llavakit.world.generate import default_workers
 
     summary = generate_world(
         out / "world",
@@ -81,6 +82,7 @@ def make_world(out: Path, sizes: DemoSizes) -> dict:
         small_text_fraction=sizes.small_text_fraction,
         exclude=excluded_content(sizes),
         progress=True,
+        workers=default_workers(),
     )
     return {"counts": summary.counts}
 

@@ -17,9 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 from collections.abc import Collection
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
 from pathlib import Path
 
 from tqdm import tqdm
@@ -101,10 +105,16 @@ def generate_world(
     exclude: Collection[str] = (),
     reuse: bool = True,
     progress: bool = True,
+    workers: int = 1,
 ) -> WorldSummary:
     """Draw a world into `out_dir`; with `reuse`, an identical finished world is kept as is.
 
-    `exclude` holds content digests (`WorldImage.content_digest`) that no eval image may have."""
+    `exclude` holds content digests (`WorldImage.content_digest`) that no eval image may have.
+    With `workers` > 1, that many processes draw the images (spawned: call it from under
+    `if __name__ == "__main__":`, as the CLI does; worlds under 400 images are drawn here). Every
+    image comes from its own random stream, so the world is the same for any number of workers."""
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     excluded = frozenset(exclude)
     config = WorldConfig(
         n_scenes=n_scenes,
@@ -121,40 +131,22 @@ def generate_world(
         existing = _finished_world(out_dir, config)
         if existing is not None:
             return existing
-    fonts = FontBook(font_dirs)
     image_dir = out_dir / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MANIFEST).unlink(missing_ok=True)  # the world is unfinished until rewritten
 
     plan = _plan(config)
+    drawer = _Drawer(config, font_dirs, image_dir, excluded)
     bar = tqdm(total=len(plan), desc="world", unit="img", disable=not progress)
-    splits: dict[str, list[WorldImage]] = {"train": [], "eval": []}
-    train_content: set[tuple] = set()
-    for image_id, (split, kind, index, small) in enumerate(plan, start=1):
-        for attempt in range(_MAX_REDRAWS):
-            rng = random.Random(f"llavakit-world:{config.seed}:{split}:{kind}:{index}:{attempt}")
-            file_name = f"{kind}_{image_id:06d}.png"
-            if kind == "scene":
-                image, annotation = render_scene(
-                    rng, image_id, file_name, SceneConfig(size=config.scene_size)
-                )
-            else:
-                text_config = TextImageConfig(size=config.text_size, small_text=small)
-                image, annotation = render_text_image(rng, image_id, file_name, fonts, text_config)
-            if split == "train" or (
-                annotation.content_key() not in train_content
-                and annotation.content_digest() not in excluded
-            ):
-                break
-        else:
-            raise RuntimeError(
-                f"could not draw an eval {kind} unlike every train (and excluded) image"
-            )
-        if split == "train":
-            train_content.add(annotation.content_key())
-        image.save(image_dir / file_name)
-        splits[split].append(annotation)
-        bar.update()
+    train_plan = [(i, task) for i, task in enumerate(plan, start=1) if task[0] == "train"]
+    eval_plan = [(i, task) for i, task in enumerate(plan, start=1) if task[0] == "eval"]
+    workers = 1 if len(plan) < _SERIAL_BELOW else workers
+    with _pool(workers, drawer) as pool:
+        # Eval images are checked against every train image, so the train split comes first.
+        train = _draw_all(pool, drawer, train_plan, frozenset(), workers, bar)
+        train_content = frozenset(image.content_key() for image in train)
+        held_out = _draw_all(pool, drawer, eval_plan, train_content, workers, bar)
+    splits = {"train": train, "eval": held_out}
     bar.close()
 
     wanted = {image.file_name for images in splits.values() for image in images}
@@ -168,7 +160,7 @@ def generate_world(
         out_dir=out_dir,
         config=config,
         counts={name: _count_kinds(images) for name, images in splits.items()},
-        fonts=fonts.names,
+        fonts=drawer.fonts,
     )
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -178,6 +170,106 @@ def generate_world(
     }
     write_text_atomic(out_dir / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     return summary
+
+
+class _Drawer:
+    """Draws and saves the images of a world; one lives in each drawing process."""
+
+    def __init__(
+        self, config: WorldConfig, font_dirs: tuple[str, ...], image_dir: Path, excluded: frozenset
+    ):
+        self.config = config
+        self.font_dirs = font_dirs
+        self.image_dir = image_dir
+        self.excluded = excluded
+        self._fonts: FontBook | None = None
+
+    @property
+    def fonts(self) -> list[str]:
+        return self._font_book().names
+
+    def _font_book(self) -> FontBook:
+        if self._fonts is None:  # loaded where it is used, not pickled into each worker
+            self._fonts = FontBook(self.font_dirs)
+        return self._fonts
+
+    def draw(self, image_id: int, task: tuple, train_content: Collection[tuple]) -> WorldImage:
+        """Image `image_id` of `task` (split, kind, index, small), saved; an eval image equal
+        to a train image in `train_content` or to an excluded one is redrawn."""
+        split, kind, index, small = task
+        config = self.config
+        for attempt in range(_MAX_REDRAWS):
+            rng = random.Random(f"llavakit-world:{config.seed}:{split}:{kind}:{index}:{attempt}")
+            file_name = f"{kind}_{image_id:06d}.png"
+            if kind == "scene":
+                image, annotation = render_scene(
+                    rng, image_id, file_name, SceneConfig(size=config.scene_size)
+                )
+            else:
+                text_config = TextImageConfig(size=config.text_size, small_text=small)
+                image, annotation = render_text_image(
+                    rng, image_id, file_name, self._font_book(), text_config
+                )
+            if split == "train" or (
+                annotation.content_key() not in train_content
+                and annotation.content_digest() not in self.excluded
+            ):
+                image.save(self.image_dir / file_name)
+                return annotation
+        raise RuntimeError(f"could not draw an eval {kind} unlike every train (and excluded) image")
+
+    def draw_chunk(self, chunk: list[tuple[int, tuple]], train_content) -> list[WorldImage]:
+        return [self.draw(image_id, task, train_content) for image_id, task in chunk]
+
+
+_WORKER_DRAWER: _Drawer | None = None
+_SERIAL_BELOW = 400
+"""Worlds with fewer images are drawn in this process: starting workers would cost more."""
+
+
+def _init_worker(drawer: _Drawer) -> None:
+    global _WORKER_DRAWER
+    _WORKER_DRAWER = drawer
+
+
+def _draw_chunk_in_worker(chunk: list[tuple[int, tuple]], train_content) -> list[WorldImage]:
+    assert _WORKER_DRAWER is not None
+    return _WORKER_DRAWER.draw_chunk(chunk, train_content)
+
+
+def default_workers() -> int:
+    """Drawing processes for a caller that can spawn them: one per core, at most 8."""
+    return min(os.cpu_count() or 1, 8)
+
+
+@contextmanager
+def _pool(workers: int, drawer: _Drawer):
+    """A process pool of `workers` drawers, or None to draw here."""
+    if workers == 1:
+        yield None
+        return
+    with ProcessPoolExecutor(
+        workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(drawer,)
+    ) as pool:
+        yield pool
+
+
+def _draw_all(pool, drawer: _Drawer, plan: list, train_content, workers: int, bar) -> list:
+    """The annotations of `plan`'s images, in plan order, drawn by `pool` (or here)."""
+    if not plan:
+        return []
+    # Chunks amortise sending `train_content` (every train image's key) to the workers.
+    size = max(1, min(256, -(-len(plan) // (4 * workers))))
+    chunks = [plan[start : start + size] for start in range(0, len(plan), size)]
+    drawn: list[WorldImage] = []
+    if pool is None:
+        results = (drawer.draw_chunk(chunk, train_content) for chunk in chunks)
+    else:
+        results = pool.map(_draw_chunk_in_worker, chunks, [train_content] * len(chunks))
+    for chunk_images in results:
+        drawn += chunk_images
+        bar.update(len(chunk_images))
+    return drawn
 
 
 def _digest_of(digests: frozenset[str]) -> str:

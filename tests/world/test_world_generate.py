@@ -94,6 +94,33 @@ def test_an_image_does_not_depend_on_how_many_were_asked_for(tmp_path):
     assert first == load_split(tmp_path / "b", "train").images[:4]
 
 
+def test_worker_processes_draw_the_same_world(tmp_path):
+    """Drawing in processes changes nothing on disk, redrawn eval images included."""
+    args = dict(n_scenes=330, n_text_images=80, seed=5, small_text_fraction=0.25, progress=False)
+    # A small world of the same seed starts with the same eval images: excluding them makes the
+    # big world's workers redraw those.
+    generate_world(tmp_path / "small", **{**args, "n_scenes": 20, "n_text_images": 10})
+    excluded = {i.content_digest() for i in load_split(tmp_path / "small", "eval").images}
+    assert len(excluded) == 3
+    one = generate_world(tmp_path / "one", **args, exclude=excluded, workers=1)
+    two = generate_world(tmp_path / "two", **args, exclude=excluded, workers=2)
+    assert one.counts == two.counts and sum(one.counts["train"].values()) == 369
+    held_out = load_split(tmp_path / "two", "eval").images
+    assert not {i.content_digest() for i in held_out} & excluded
+    for folder in ("train", "eval", "images"):
+        comparison = filecmp.dircmp(tmp_path / "one" / folder, tmp_path / "two" / folder)
+        assert not comparison.left_only and not comparison.right_only
+        _, mismatch, errors = filecmp.cmpfiles(
+            tmp_path / "one" / folder,
+            tmp_path / "two" / folder,
+            comparison.common_files,
+            shallow=False,
+        )
+        assert not mismatch and not errors
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        generate_world(tmp_path / "none", **args, workers=0)
+
+
 def test_bad_arguments_and_files_get_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="eval_fraction"):
         generate_world(tmp_path, n_scenes=4, n_text_images=0, eval_fraction=1.5)
@@ -118,6 +145,8 @@ def test_command_line_generates_benchmarks_and_previews(tmp_path, capsys):
     common = ["world", "generate", "--out", str(out), "--scenes", "6", "--text-images", "2"]
     assert main([*common, "--seed", "1", "--eval-fraction", "0.5", "--quiet"]) == 0
     assert "eval: 3 scenes + 1 text images" in capsys.readouterr().out
+    assert main([*common, "--workers", "0"]) == 2
+    assert "--workers must be >= 1, got 0" in capsys.readouterr().err
     assert (
         main(["world", "benchmark", "--world", str(out), "--out", str(tmp_path / "q.jsonl")]) == 0
     )
