@@ -5,9 +5,11 @@ BIN := $(VENV)/bin
 # CPU wheel for laptops and CI; GPU users install their own CUDA torch first (see README).
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed-dev
-# No bytecode compiled at install time: Python compiles what it imports on first use, and
-# precompiling all of torch took about 45 s of a fresh install (136 s -> 91 s, README).
-PIP_FLAGS ?= -q --no-compile
+# The demo's install compiles no bytecode: Python compiles what it imports on first use, and
+# precompiling all of torch took about 45 s of a fresh install (README). The test install keeps
+# pip's default: the tests start dozens of processes, and where PYTHONDONTWRITEBYTECODE is set
+# each would compile torch's imports again (CI 361 s -> 579 s of tests, measured).
+PIP_FLAGS_demo := --no-compile
 # The demo needs only the core, the teacher client and the OCR models: no web UI, server or
 # test tools.
 DEMO_STAMP := $(VENV)/.installed-demo
@@ -18,7 +20,7 @@ DEMO_STAMP := $(VENV)/.installed-demo
 $(VENV)/.installed-%: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install $(PIP_FLAGS) "$(TORCH_SPEC)" -e ".[$*]"
+	$(BIN)/pip install -q $(PIP_FLAGS_$*) "$(TORCH_SPEC)" -e ".[$*]"
 	touch $@
 
 install: $(STAMP)
