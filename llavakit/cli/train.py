@@ -38,6 +38,8 @@ def register(subparsers) -> None:
 def _train(args) -> int:
     import logging
 
+    from accelerate import PartialState
+
     from llavakit.config import load_recipe
     from llavakit.train.recipes import recipe_path
     from llavakit.train.run import train
@@ -48,6 +50,9 @@ def _train(args) -> int:
         overrides.append("data.skip_bad_records=true")
     recipe = load_recipe(recipe_path(args.recipe), overrides)
     output = train(recipe)
+    # Under torchrun, a rank that exits with its process group alive can abort in gloo's threads
+    # ("terminate called without an active exception"), and torchrun then reports a failed run.
+    PartialState().destroy_process_group()
     print(f"checkpoint: {output}")
     return 0
 

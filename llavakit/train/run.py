@@ -213,8 +213,16 @@ def train(recipe: RecipeConfig, callbacks: list | None = None) -> Path:
     log.info(describe_data(report, counts))
     trained = checkpoints.staging_folder(output_dir, "trained")
     trainer.save_model(str(trained))  # every process joins the gathering
-    if not trainer.args.should_save:
-        return output_dir
+    if trainer.args.should_save:
+        publish_final_checkpoint(recipe, trainer, trained, result, budget, report, counts)
+    trainer.accelerator.wait_for_everyone()  # the other ranks return once the checkpoint is whole
+    return output_dir
+
+
+def publish_final_checkpoint(recipe, trainer, trained: Path, result, budget, report, counts):
+    """Rebuild the llavakit checkpoint from the Trainer's export and move it into output_dir."""
+    t = recipe.train
+    output_dir = Path(t.output_dir)
     if trainer.is_deepspeed_enabled:
         # The final checkpoint is rebuilt by this process alone: no ZeRO-3 partitioned loading.
         from transformers.integrations.deepspeed import unset_hf_deepspeed_config
@@ -239,7 +247,6 @@ def train(recipe: RecipeConfig, callbacks: list | None = None) -> Path:
     checkpoints.publish_into(final, output_dir)
     shutil.rmtree(trained)
     checkpoints.remove_empty_staging(output_dir)
-    return output_dir
 
 
 def strategy_of(trainer: LlavaTrainer) -> str:
