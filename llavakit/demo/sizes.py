@@ -44,7 +44,10 @@ class DemoSizes:
     lm_batch_size: int = 32
     """Short windows, many of them: a conversation's first answers are where the decisions are
     (seq 128 x 32 vs 256 x 16 vs 512 x 8 at width 64: loss 0.70 / 0.76 / 0.90)."""
-    lm_lr: float = 3e-3
+    lm_lr: float = 3e-4
+    """3e-3 and 1e-3 leave a width-64 Llama at the yes/no prior on "is there a <colour> <shape>"
+    for thousands of steps even with one object per scene; 3e-4 and 1e-4 learn it (README,
+    "the stage-0 LLM's curriculum")."""
     lm_lr_floor: float = 1.0
     """The LM's rate stays at its peak after warmup (the checkpoint goes on training in stages 1
     and 2): at 100 s, loss 0.70 vs 0.81 with a cosine to 0.1 at width 64, 1.51 vs 1.94 at 128."""
@@ -55,6 +58,10 @@ class DemoSizes:
     lm_contextual_qa: bool = True
     """The LLM also learns to answer the training conversations with each image written in
     words (world/stage0/text.py), as Vicuna arrives able to answer about a context."""
+    lm_curriculum: float = 0.9
+    """The LLM's curriculum (world/stage0/lm.py, Curriculum): over the first 45% of its
+    training, conversations about one-object scenes only (with texts and text-rich images),
+    then everything (the climb's two levels share this 0.9); 0 mixes all from the start."""
     clip_region_objective: bool = True
     """The CLIP's patch features also learn to name the shape, colour, size, word and letter
     under each patch (world/stage0/region_labels.py), beside the contrastive loss."""

@@ -35,6 +35,8 @@ class LanguageCorpus:
     """The captions the LLM reads: `lm_captions_per_image` of each image."""
     conversations: list[list[dict]]
     """The training conversations with each image in words (world/stage0/text.py), shuffled."""
+    difficulties: list[int]
+    """For each conversation, its level in the LLM's curriculum (`scene_difficulty`)."""
     rendered: list[str]
     """Those conversations rendered with the chat template (for the tokenizer)."""
 
@@ -43,7 +45,7 @@ def language_corpus(out: Path, sizes: DemoSizes) -> LanguageCorpus:
     """The corpus of the training split's captions and LM_SOURCES' conversations."""
     from llavakit.conversation import render_text
     from llavakit.world import load_split
-    from llavakit.world.stage0.text import conversations_in_words
+    from llavakit.world.stage0.text import scene_conversations
 
     split = load_split(out / "world", "train")
     images = {image.file_name: image for image in split.images}
@@ -52,15 +54,26 @@ def language_corpus(out: Path, sizes: DemoSizes) -> LanguageCorpus:
         path = out / "data" / f"{name}.json"
         if path.is_file():
             records += json.loads(path.read_text())
-    conversations = conversations_in_words(records, images)
-    random.Random(sizes.seed).shuffle(conversations)
+    pairs = scene_conversations(records, images)
+    random.Random(sizes.seed).shuffle(pairs)
+    conversations = [messages for messages, _ in pairs]
     per_image = sizes.lm_captions_per_image
     return LanguageCorpus(
         captions=[caption for image in split.images for caption in image.captions],
         lm_captions=[c for image in split.images for c in image.captions[:per_image]],
         conversations=conversations,
+        difficulties=[scene_difficulty(image) for _, image in pairs],
         rendered=[render_text(TEMPLATE, messages)[0] for messages in conversations],
     )
+
+
+def scene_difficulty(image) -> int:
+    """0 for an image without objects (text-rich), 1 for one object, 2 for several.
+
+    Two levels, not one per object count: the tiny LLM needs about 1,500 steps on one-object
+    scenes before it answers existence above the prior at all, and what it learns there carries
+    over to scenes of two to five objects (README, "the stage-0 LLM's curriculum")."""
+    return min(len(image.objects), 2)
 
 
 def make_stage0(out: Path, sizes: DemoSizes) -> dict:
@@ -99,6 +112,8 @@ def train_world_lm(out: Path, sizes: DemoSizes, threads: int, corpus: LanguageCo
         time_budget_s=sizes.lm_budget_s,
         threads=threads,
         conversations=corpus.conversations if sizes.lm_contextual_qa else (),
+        difficulties=corpus.difficulties if sizes.lm_contextual_qa else None,
+        curriculum_fraction=sizes.lm_curriculum,
         template=TEMPLATE,
         precision=sizes.precision,
         progress=False,

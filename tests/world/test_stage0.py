@@ -325,3 +325,44 @@ def test_language_model_learns_replies_not_prompts(tokenizer_dir, tmp_path):
     prompt[prompt_start : prompt_start + len(question) - 1] = True
     assert losses[trained].mean() < 1.0  # about ln 4 on the fruit itself, ~0 elsewhere
     assert losses[prompt].mean() > 3 * losses[trained].mean()
+
+
+def test_curriculum_raises_its_ceiling_one_level_at_a_time_then_lifts_it():
+    from llavakit.world.stage0.lm import Curriculum
+
+    schedule = Curriculum([0, 1, 2, 3, 5], fraction=0.4)
+    # Four levels above the easiest climb over the first 40%: 10% each.
+    seen = [schedule.ceiling(p) for p in (0.0, 0.05, 0.15, 0.25, 0.35, 0.39, 0.4, 0.9)]
+    assert seen == [1, 1, 2, 3, 5, 5, None, None]
+    assert Curriculum([0, 1, 2], fraction=0.0).ceiling(0.0) is None  # no curriculum
+    assert Curriculum([0], fraction=0.5).ceiling(0.0) is None  # one level: nothing to order
+    with pytest.raises(ValueError, match="curriculum_fraction"):
+        Curriculum([0, 1], fraction=1.5)
+
+
+def test_windows_start_only_at_samples_under_the_ceiling():
+    from llavakit.world.stage0.lm import _Stream
+
+    # Sample k is k+1 tokens long, every token k; its difficulty is k % 4.
+    samples = [([k] * (k + 1), [k] * (k + 1)) for k in range(40)]
+    stream = _Stream(samples, [k % 4 for k in range(40)])
+    generator = torch.Generator().manual_seed(0)
+    capped, _ = stream.windows(200, 3, generator, ceiling=1)  # (200, 3)
+    assert {k % 4 for k in capped[:, 0].tolist()} == {0, 1}
+    free, _ = stream.windows(200, 3, generator)
+    assert {k % 4 for k in free[:, 0].tolist()} == {0, 1, 2, 3}
+
+
+def test_language_model_checks_difficulties_against_conversations(tokenizer_dir, tmp_path):
+    conversation = [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hi."}]
+    tiny = dict(hidden_size=16, layers=1, heads=1, seq_len=16, batch_size=2, steps=2)
+    with pytest.raises(ValueError, match="difficulties: 1 given for 2 conversations"):
+        train_language_model(
+            WORLD_TEXT, tokenizer_dir, tmp_path / "a", conversations=[conversation] * 2,
+            difficulties=[1], progress=False, **tiny,
+        )  # fmt: skip
+    metrics = train_language_model(
+        WORLD_TEXT, tokenizer_dir, tmp_path / "b", conversations=[conversation] * 2,
+        difficulties=[1, 3], curriculum_fraction=0.5, progress=False, **tiny,
+    )  # fmt: skip
+    assert metrics["steps"] == 2

@@ -10,7 +10,11 @@ import torch
 from llavakit.conversation import encode
 from llavakit.world.annotations import load_split
 from llavakit.world.stage0.region_labels import IGNORE, LETTERS, label_classes, patch_labels
-from llavakit.world.stage0.text import conversations_in_words, image_in_words
+from llavakit.world.stage0.text import (
+    conversations_in_words,
+    image_in_words,
+    scene_conversations,
+)
 from llavakit.world.vocabulary import CATEGORIES, OBJECT_COLOURS, SIZES, WORDS
 from llavakit.world.vqa import write_vqa
 
@@ -57,6 +61,9 @@ def test_conversations_in_words_keep_the_turns_and_only_training_images(world_di
         assert [m["content"] for m in messages[1:]] == [
             t["value"] for t in record["conversations"][1:]
         ]
+    paired = scene_conversations(records, images)  # what the LLM's curriculum orders by
+    assert [messages for messages, _ in paired] == conversations
+    assert [image.file_name for _, image in paired] == [r["image"] for r in records[: len(paired)]]
 
 
 def test_only_replies_of_conversations_in_words_are_trained(world_dir, tmp_path):

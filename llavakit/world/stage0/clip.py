@@ -134,7 +134,7 @@ def train_clip(
             probes = _RegionProbes(sizes.hidden_size, list((label_classes or {}).values()))
         sampler = _EpochSampler(train_rows, batch_size, torch.Generator().manual_seed(seed))
 
-        def compute_loss(step: int) -> torch.Tensor:
+        def compute_loss(step: int, progress: float) -> torch.Tensor:
             rows = sampler.next_batch()
             ids, mask, pixel_values, positives = data.batch(rows)
             with autocast(precision):

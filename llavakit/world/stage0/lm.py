@@ -78,6 +78,8 @@ def train_language_model(
     conversations: Sequence[list[dict]] = (),
     template: str = "vicuna_v1",
     precision: str = "fp32",
+    difficulties: Sequence[int] | None = None,
+    curriculum_fraction: float = 0.0,
 ) -> dict:
     """Train a tiny Llama causal LM on `texts` (and `conversations`); save it to `out_dir`.
 
@@ -90,6 +92,14 @@ def train_language_model(
     about twice as fast on CPUs with native bf16); "auto" picks it only where this CPU runs
     bf16 natively (llavakit/precision.py). Returns the metrics, also written to
     `out_dir/stage0_metrics.json`.
+
+    `difficulties` (one per conversation, e.g. the objects in its scene; texts count as 0) and
+    `curriculum_fraction` order what is learnt: over that first share of training, windows start
+    only at samples up to a difficulty ceiling that rises one level at a time through every
+    difficulty present, then at any sample. Why: a tiny Llama learning from scratch to answer
+    "Is there a green square?" about a scene of several objects (the colour must be bound to the
+    shape) stays at the yes/no prior for thousands of steps, while on one-object scenes it
+    learns, and then carries the skill to more objects (README, "the stage-0 LLM's curriculum").
 
     `time_budget_s` stops training after that many seconds (the cosine schedule follows whichever
     of steps or time runs out first) and decays to `min_lr_fraction` of `lr` (1.0: a constant
@@ -108,10 +118,13 @@ def train_language_model(
     train_texts, eval_texts = _split_texts(
         _checked(texts, "texts"), heldout_texts, heldout_fraction, seed
     )
+    levels = _checked_difficulties(difficulties, len(conversations))
     samples = [_document(text, tokenizer) for text in train_texts]
     samples += [_conversation(messages, tokenizer, template) for messages in conversations]
+    levels = [0] * len(train_texts) + levels
+    schedule = Curriculum(sorted(set(levels)), curriculum_fraction)
     order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed)).tolist()
-    train_stream = _Stream([samples[i] for i in order])
+    train_stream = _Stream([samples[i] for i in order], [levels[i] for i in order])
     heldout_stream = _pack(eval_texts, tokenizer) if eval_texts else None
     if len(train_stream) < seq_len:
         raise ValueError(
@@ -123,8 +136,9 @@ def train_language_model(
         model = _build_llama(sizes, tokenizer)
         generator = torch.Generator().manual_seed(seed)
 
-        def compute_loss(step: int) -> torch.Tensor:
-            ids, labels = train_stream.windows(batch_size, seq_len, generator)  # (B, seq_len)
+        def compute_loss(step: int, progress: float) -> torch.Tensor:
+            ceiling = schedule.ceiling(progress)
+            ids, labels = train_stream.windows(batch_size, seq_len, generator, ceiling)  # (B, L)
             with autocast(precision):
                 logits = model(input_ids=ids).logits[:, :-1]  # (B, seq_len - 1, V)
             targets = labels[:, 1:]  # position t predicts token t + 1
@@ -159,6 +173,41 @@ def train_language_model(
     }
     save_stage0(out_dir, metrics, model, tokenizer)
     return metrics
+
+
+@dataclass(frozen=True)
+class Curriculum:
+    """Which samples training draws from as it progresses: easy ones first, then all."""
+
+    levels: list[int]
+    """The sorted distinct difficulties of the samples."""
+    fraction: float
+    """Share of training over which the ceiling climbs; 0 draws from every sample throughout."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.fraction <= 1:
+            raise ValueError(f"curriculum_fraction must be in [0, 1], got {self.fraction}")
+
+    def ceiling(self, progress: float) -> int | None:
+        """The highest difficulty drawn at `progress`, or None for no limit.
+
+        The levels above the easiest get an equal share of the climb each; the easiest level
+        is always in (captions and other texts are difficulty 0)."""
+        steps = self.levels[1:]
+        if not steps or progress >= self.fraction:
+            return None
+        return steps[min(len(steps) - 1, int(progress / self.fraction * len(steps)))]
+
+
+def _checked_difficulties(difficulties: Sequence[int] | None, count: int) -> list[int]:
+    if difficulties is None:
+        return [0] * count
+    levels = list(difficulties)
+    if len(levels) != count:
+        raise ValueError(f"difficulties: {len(levels)} given for {count} conversations")
+    if any(not isinstance(level, int) or level < 0 for level in levels):
+        raise ValueError("difficulties: expected non-negative integers")
+    return levels
 
 
 def _build_llama(sizes: LanguageModelSizes, tokenizer):
@@ -229,20 +278,25 @@ def _conversation(messages: list[dict], tokenizer, template: str) -> tuple[list[
 class _Stream:
     """Samples packed back to back, with the token index where each sample starts."""
 
-    def __init__(self, samples: list[tuple[list[int], list[int]]]):
+    def __init__(self, samples: list[tuple[list[int], list[int]]], levels: list[int]):
         ids = [token for sample_ids, _ in samples for token in sample_ids]
         labels = [label for _, sample_labels in samples for label in sample_labels]
         self.ids = torch.tensor(ids, dtype=torch.long)  # (n_tokens,)
         self.labels = torch.tensor(labels, dtype=torch.long)  # (n_tokens,), -100 = not trained
         lengths = torch.tensor([len(sample_ids) for sample_ids, _ in samples])
         self.starts = torch.cumsum(lengths, 0) - lengths  # (n_samples,)
+        self.levels = torch.tensor(levels)  # (n_samples,) difficulty of each sample
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def windows(self, count: int, length: int, generator: torch.Generator):
-        """`count` windows of `length` tokens, each from a random sample's first token."""
-        usable = self.starts[self.starts <= len(self.ids) - length]
+    def windows(self, count: int, length: int, generator: torch.Generator, ceiling=None):
+        """`count` windows of `length` tokens, each from a random sample's first token (of a
+        sample no harder than `ceiling`, when given)."""
+        fits = self.starts <= len(self.ids) - length
+        if ceiling is not None and bool((fits & (self.levels <= ceiling)).any()):
+            fits &= self.levels <= ceiling
+        usable = self.starts[fits]
         picks = usable[torch.randint(0, len(usable), (count,), generator=generator)].tolist()
         ids = torch.stack([self.ids[s : s + length] for s in picks])  # (count, length)
         labels = torch.stack([self.labels[s : s + length] for s in picks])

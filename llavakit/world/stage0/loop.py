@@ -116,12 +116,13 @@ def make_adamw(model: torch.nn.Module, config: LoopConfig) -> torch.optim.AdamW:
 
 def run_loop(
     model: torch.nn.Module,
-    compute_loss: Callable[[int], torch.Tensor],
+    compute_loss: Callable[[int, float], torch.Tensor],
     config: LoopConfig,
     after_step: Callable[[], None] | None = None,
     extra: torch.nn.Module | None = None,
 ) -> LoopResult:
-    """Train `model` with AdamW; `compute_loss(step)` builds a batch and returns its loss.
+    """Train `model` with AdamW; `compute_loss(step, progress)` builds a batch and returns its
+    loss (`progress` in [0, 1]: the share of steps or of the time budget spent, whichever is more).
 
     `after_step` runs after every optimiser update (CLIP uses it to clamp its temperature).
     `extra` holds further trained modules that are not part of the saved model (CLIP's patch
@@ -148,7 +149,7 @@ def run_loop(
                 progress = max(progress, elapsed / config.time_budget_s)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(progress, config)
-            loss = compute_loss(step)
+            loss = compute_loss(step, progress)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"{config.description}: loss became {loss.item()} at step {step}"

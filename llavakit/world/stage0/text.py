@@ -48,6 +48,13 @@ def conversations_in_words(
 
     Records of other images (the eval split's, or unknown files) are left out, as are records
     without exactly one image."""
+    return [messages for messages, _ in scene_conversations(records, images)]
+
+
+def scene_conversations(
+    records: Iterable[dict], images: Mapping[str, WorldImage]
+) -> list[tuple[list[dict], WorldImage]]:
+    """`conversations_in_words`, each beside the image it is about (for its number of objects)."""
     conversations = []
     for record in records:
         image = images.get(record.get("image"))
@@ -58,7 +65,7 @@ def conversations_in_words(
         if first.count(IMAGE_TOKEN) != 1:
             continue
         messages[0] = {**messages[0], "content": first.replace(IMAGE_TOKEN, image_in_words(image))}
-        conversations.append(messages)
+        conversations.append((messages, image))
     return conversations
 
 
