@@ -70,7 +70,7 @@ def language_corpus(out: Path, sizes: DemoSizes) -> LanguageCorpus:
 def scene_difficulty(image) -> int:
     """0 for an image without objects (text-rich), 1 for one object, 2 for several.
 
-    Two levels, not one per object count: the tiny LLM needs about 1,500 steps on one-object
+    Two levels, not one per object count: the tiny LLM needs about 1,400 steps on one-object
     scenes before it answers existence above the prior at all, and what it learns there carries
     over to scenes of two to five objects (README, "the stage-0 LLM's curriculum")."""
     return min(len(image.objects), 2)

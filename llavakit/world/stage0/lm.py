@@ -118,11 +118,10 @@ def train_language_model(
     train_texts, eval_texts = _split_texts(
         _checked(texts, "texts"), heldout_texts, heldout_fraction, seed
     )
-    levels = _checked_difficulties(difficulties, len(conversations))
+    levels = [0] * len(train_texts) + _checked_difficulties(difficulties, len(conversations))
+    schedule = Curriculum(sorted(set(levels)), curriculum_fraction)  # checked before tokenizing
     samples = [_document(text, tokenizer) for text in train_texts]
     samples += [_conversation(messages, tokenizer, template) for messages in conversations]
-    levels = [0] * len(train_texts) + levels
-    schedule = Curriculum(sorted(set(levels)), curriculum_fraction)
     order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed)).tolist()
     train_stream = _Stream([samples[i] for i in order], [levels[i] for i in order])
     heldout_stream = _pack(eval_texts, tokenizer) if eval_texts else None
@@ -294,8 +293,9 @@ class _Stream:
         """`count` windows of `length` tokens, each from a random sample's first token (of a
         sample no harder than `ceiling`, when given)."""
         fits = self.starts <= len(self.ids) - length
-        if ceiling is not None and bool((fits & (self.levels <= ceiling)).any()):
-            fits &= self.levels <= ceiling
+        if ceiling is not None:
+            capped = fits & (self.levels <= ceiling)
+            fits = capped if bool(capped.any()) else fits
         usable = self.starts[fits]
         picks = usable[torch.randint(0, len(usable), (count,), generator=generator)].tolist()
         ids = torch.stack([self.ids[s : s + length] for s in picks])  # (count, length)
